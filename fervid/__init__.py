@@ -1,0 +1,10 @@
+"""fervid: batch facial-emotion timelines from recorded video."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("fervid")
+except PackageNotFoundError:  # running from a source tree without install
+    __version__ = "0.0.0+unknown"
+
+__all__ = ["__version__"]

@@ -1,0 +1,112 @@
+"""Training recipes: one readable TOML file per recipe under ``pipelines/``."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fervid.errors import ConfigError
+from fervid.training.augment import AugmentSettings
+from fervid.training.data import FerPlusMode
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataSource:
+    """One data set: ``path`` relative to the data root; layout detected from its content."""
+
+    name: str
+    path: str
+    ferplus_mode: FerPlusMode = FerPlusMode.MAJORITY
+    weight: float = 1.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class OptimSettings:
+    epochs: int = 18
+    batch_size: int = 128
+    lr: float = 3e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.05
+    samples_per_epoch: int = 28_000
+    ema_decay: float = 0.999
+    #: "none" | "sqrt_inverse" | "inverse": per-class loss weights from training frequencies.
+    class_weighting: str = "sqrt_inverse"
+    patience: int = 6
+    threads: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class InitSettings:
+    """The papers' two phases, used only when ``--init`` gives pretrained weights."""
+
+    head_epochs: int = 3
+    head_lr: float = 3e-3
+    finetune_lr: float = 5e-4
+    #: how many of MobileNetV2's 19 feature blocks (counted from the end) train in phase 2.
+    unfreeze_blocks: int = 8
+
+
+@dataclass(frozen=True, kw_only=True)
+class Recipe:
+    name: str
+    seed: int = 0
+    input_size: int = 64
+    channels: str = "gray"
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.25, 0.25, 0.25)
+    dropout: float = 0.2
+    hidden: int = 0
+    train: tuple[DataSource, ...] = ()
+    val: tuple[DataSource, ...] = ()
+    optim: OptimSettings = field(default_factory=OptimSettings)
+    init: InitSettings = field(default_factory=InitSettings)
+    augment: AugmentSettings = field(default_factory=AugmentSettings)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _sources(items: list[dict[str, Any]], key: str) -> tuple[DataSource, ...]:
+    out = []
+    for i, it in enumerate(items):
+        try:
+            mode = FerPlusMode(it.get("ferplus_mode", "majority"))
+        except ValueError:
+            raise ConfigError(
+                f"[{key}] entry {i}: ferplus_mode={it.get('ferplus_mode')!r}; expected one of "
+                f"{[m.value for m in FerPlusMode]}"
+            ) from None
+        out.append(DataSource(name=it.get("name", it["path"]), path=it["path"], ferplus_mode=mode, weight=float(it.get("weight", 1.0))))
+    return tuple(out)
+
+
+def load_recipe(path: Path) -> Recipe:
+    """Parse a recipe TOML file; unknown keys are errors so typos do not pass silently."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"recipe {path} does not exist")
+    with open(path, "rb") as f:
+        d = tomllib.load(f)
+    try:
+        model = d.get("model", {})
+        data = d.get("data", {})
+        return Recipe(
+            name=d["name"],
+            seed=int(d.get("seed", 0)),
+            input_size=int(model.get("input_size", 64)),
+            channels=model.get("channels", "gray"),
+            mean=tuple(model.get("mean", (0.5, 0.5, 0.5))),
+            std=tuple(model.get("std", (0.25, 0.25, 0.25))),
+            dropout=float(model.get("dropout", 0.2)),
+            hidden=int(model.get("hidden", 0)),
+            train=_sources(data.get("train", []), "data.train"),
+            val=_sources(data.get("val", []), "data.val"),
+            optim=OptimSettings(**d.get("optim", {})),
+            init=InitSettings(**d.get("init", {})),
+            augment=AugmentSettings(**d.get("augment", {})),
+        )
+    except (KeyError, TypeError) as e:
+        raise ConfigError(f"recipe {path}: {e}") from None

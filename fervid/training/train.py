@@ -1,0 +1,432 @@
+"""Training recipe, readable top to bottom: load_data -> train_one_epoch -> evaluate -> main.
+
+Checkpoints are safetensors (model, EMA model, optimizer moments) with the recipe and
+history as JSON metadata, so ``--resume`` never unpickles anything. Each epoch reseeds
+its own generator from (seed, epoch), so a resumed run sees the same batches.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fervid.errors import ConfigError, DataError
+from fervid.modelfile import EMOTIONS, ModelSpec, build_network, save_model
+from fervid.preprocess import resize_faces, standardize
+from fervid.training.augment import augment
+from fervid.training.data import ImageSet, load_dataset
+from fervid.training.recipe import DataSource, Recipe
+
+log = logging.getLogger("fervid.train")
+CHECKPOINT = "checkpoint.safetensors"
+BEST_MODEL = "best.safetensors"
+FINAL_MODEL = "model.safetensors"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainOptions:
+    """Structural settings of one training run (the recipe holds the tunables)."""
+
+    recipe: Recipe
+    data_root: Path
+    out_dir: Path
+    resume: bool = False
+    init: Path | None = None
+    epochs: int | None = None  # override the recipe's epoch count
+    limit: int | None = None  # images per source (smoke tests)
+    device: str = "cpu"
+
+
+def spec_from_recipe(r: Recipe, temperature: float = 1.0) -> ModelSpec:
+    return ModelSpec(
+        input_size=r.input_size, channels=r.channels, mean=r.mean, std=r.std,
+        class_names=EMOTIONS, dropout=r.dropout, hidden=r.hidden, temperature=temperature,
+    )  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- data
+def load_source(src: DataSource, opts: TrainOptions, spec: ModelSpec) -> ImageSet:
+    """Load one source and resize to the model input with the inference code path."""
+    path = opts.data_root / src.path
+    kw: dict[str, Any] = {}
+    if opts.limit is not None:
+        kw = {"limit": opts.limit} if (path / "label.csv").is_file() else {"limit_per_class": max(1, opts.limit // 7)}
+    ds = load_dataset(path, ferplus_mode=src.ferplus_mode, size=None, **kw)
+    images = resize_faces(list(ds.images), spec)
+    return ImageSet(images=images, targets=ds.targets, names=ds.names, source=ds.source)
+
+
+def load_data(opts: TrainOptions, spec: ModelSpec) -> tuple[list[ImageSet], dict[str, ImageSet]]:
+    if not opts.recipe.train:
+        raise ConfigError("recipe has no [data] train sources")
+    train = [load_source(s, opts, spec) for s in opts.recipe.train]
+    val = {s.name: load_source(s, opts, spec) for s in opts.recipe.val}
+    for s, ds in zip(opts.recipe.train, train, strict=True):
+        log.info("train source %s: %d images", s.name, len(ds))
+    return train, val
+
+
+def class_weights(train: list[ImageSet], mode: str) -> torch.Tensor:
+    freq = sum(ds.targets.sum(0) for ds in train)
+    freq = np.asarray(freq, np.float64) / max(1e-9, float(np.sum(freq)))
+    if mode == "none":
+        w = np.ones_like(freq)
+    elif mode == "sqrt_inverse":
+        w = 1.0 / np.sqrt(np.maximum(freq, 1e-4))
+    elif mode == "inverse":
+        w = 1.0 / np.maximum(freq, 1e-4)
+    else:
+        raise ConfigError(f"class_weighting={mode!r}; expected none, sqrt_inverse or inverse")
+    w = w / float((w * freq).sum())  # expected weight of a training sample is 1
+    return torch.tensor(w, dtype=torch.float32)
+
+
+def epoch_indices(train: list[ImageSet], weights: list[float], n: int, g: torch.Generator) -> list[tuple[int, int]]:
+    """(source, index) pairs for one epoch: ``n`` samples split across sources by weight."""
+    total_w = sum(weights)
+    pairs: list[tuple[int, int]] = []
+    for si, (ds, w) in enumerate(zip(train, weights, strict=True)):
+        k = min(len(ds), max(1, round(n * w / total_w)))
+        pairs += [(si, int(i)) for i in torch.randperm(len(ds), generator=g)[:k]]
+    order = torch.randperm(len(pairs), generator=g)
+    return [pairs[i] for i in order]
+
+
+# ----------------------------------------------------------------------------- model / optim
+def lr_at(step: int, total: int, warmup: int, base: float) -> float:
+    """Linear warmup then cosine decay to 1% of ``base``."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    p = (step - warmup) / max(1, total - warmup)
+    return base * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, p))))
+
+
+class Ema:
+    """Exponential moving average of weights and buffers, with the usual warm-up of the decay."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.module = build_network_like(model)
+        self.module.load_state_dict(model.state_dict())
+        self.module.eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))
+        src = model.state_dict()
+        for k, v in self.module.state_dict().items():
+            if v.is_floating_point():
+                v.lerp_(src[k], 1 - d)
+            else:
+                v.copy_(src[k])
+
+
+def build_network_like(model: nn.Module) -> nn.Module:
+    import copy
+
+    return copy.deepcopy(model)
+
+
+def soft_ce(logits: torch.Tensor, target: torch.Tensor, cw: torch.Tensor) -> torch.Tensor:
+    """Class-weighted cross entropy against a target distribution (N, C)."""
+    logp = F.log_softmax(logits.float(), dim=1)
+    per_sample = -(target * logp).sum(1)
+    w = (target * cw).sum(1)
+    return (per_sample * w).sum() / w.sum()
+
+
+def batch_tensor(images: np.ndarray, spec: ModelSpec) -> torch.Tensor:
+    """uint8 (N, S, S) -> float (N, 1, S, S) in [0, 1]."""
+    return torch.from_numpy(images).float().div_(255.0).unsqueeze(1)
+
+
+def set_trainable(model: nn.Module, phase: str, unfreeze_blocks: int) -> list[nn.Parameter]:
+    """Phase "head": classifier only; "finetune": head + last blocks; "all": everything."""
+    for p in model.parameters():
+        p.requires_grad_(phase == "all")
+    if phase != "all":
+        feats = model.features
+        blocks = list(feats.children())[-unfreeze_blocks:] if phase == "finetune" else []
+        for m in [model.classifier, *blocks]:
+            for p in m.parameters():
+                p.requires_grad_(True)
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+# ----------------------------------------------------------------------------- loops
+def train_one_epoch(
+    model: nn.Module, ema: Ema, opt: torch.optim.Optimizer, train: list[ImageSet], spec: ModelSpec,
+    recipe: Recipe, cw: torch.Tensor, epoch: int, step: int, total_steps: int, base_lr: float,
+    device: torch.device, progress: Callable[[str], None],
+) -> tuple[int, float]:  # fmt: skip
+    o = recipe.optim
+    g = torch.Generator().manual_seed(recipe.seed * 100_003 + epoch)
+    pairs = epoch_indices(train, [s.weight for s in recipe.train], o.samples_per_epoch, g)
+    warmup = int(o.warmup_epochs * math.ceil(len(pairs) / o.batch_size))
+    model.train()
+    losses = []
+    eps = recipe.optim.label_smoothing
+    t0 = time.time()
+    for b0 in range(0, len(pairs), o.batch_size):
+        chunk = pairs[b0 : b0 + o.batch_size]
+        if len(chunk) < 2:
+            continue
+        imgs = np.stack([train[s].images[i] for s, i in chunk])
+        tgt = torch.from_numpy(np.stack([train[s].targets[i] for s, i in chunk]))
+        tgt = tgt * (1 - eps) + eps / tgt.shape[1]
+        x = standardize(augment(batch_tensor(imgs, spec), recipe.augment, g), spec)
+        x = x.to(device).contiguous(memory_format=torch.channels_last)
+        lr = lr_at(step, total_steps, warmup, base_lr)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            logits = model(x)
+        loss = soft_ce(logits, tgt.to(device), cw.to(device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        ema.update(model, step)
+        step += 1
+        losses.append(float(loss.detach()))
+        if len(losses) % 20 == 0:
+            rate = len(losses) * o.batch_size / (time.time() - t0)
+            progress(f"epoch {epoch + 1} batch {len(losses)} loss {np.mean(losses[-20:]):.4f} lr {lr:.2e} {rate:.0f} img/s")
+    return step, float(np.mean(losses)) if losses else float("nan")
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, ds: ImageSet, spec: ModelSpec, device: torch.device, batch: int = 256) -> np.ndarray:
+    """Logits (N, C) for an evaluation set (no augmentation)."""
+    model.eval()
+    out = []
+    for b0 in range(0, len(ds), batch):
+        x = standardize(batch_tensor(ds.images[b0 : b0 + batch], spec), spec).to(device)
+        out.append(model(x.contiguous(memory_format=torch.channels_last)).float().cpu())
+    return torch.cat(out).numpy() if out else np.zeros((0, spec.num_classes), np.float32)
+
+
+def evaluate(model: nn.Module, val: dict[str, ImageSet], spec: ModelSpec, device: torch.device) -> dict[str, float]:
+    res = {}
+    for name, ds in val.items():
+        logits = predict_logits(model, ds, spec, device)
+        res[f"{name}_acc"] = float((logits.argmax(1) == ds.labels).mean())
+    res["score"] = float(np.mean(list(res.values()))) if res else 0.0
+    return res
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Temperature T > 0 minimising NLL of softmax(logits / T) (Guo et al., 2017)."""
+    z = torch.from_numpy(logits).float()
+    y = torch.from_numpy(labels).long()
+    log_t = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.LBFGS([log_t], lr=0.1, max_iter=200)
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = F.cross_entropy(z / log_t.exp(), y)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return float(log_t.detach().exp())
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def save_checkpoint(path: Path, model: nn.Module, ema: Ema, opt: torch.optim.Optimizer, meta: dict[str, Any]) -> None:
+    from safetensors.torch import save_file
+
+    tensors: dict[str, torch.Tensor] = {}
+    for k, v in model.state_dict().items():
+        tensors[f"model/{k}"] = v.detach().cpu().contiguous()
+    for k, v in ema.module.state_dict().items():
+        tensors[f"ema/{k}"] = v.detach().cpu().contiguous()
+    for i, st in opt.state_dict()["state"].items():
+        for k, v in st.items():
+            t = v if isinstance(v, torch.Tensor) else torch.tensor(v)
+            tensors[f"opt/{i}/{k}"] = t.detach().cpu().contiguous()
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata={"fervid_checkpoint": json.dumps(meta)})
+    tmp.replace(path)
+
+
+def load_checkpoint(path: Path, model: nn.Module, ema: Ema, opt: torch.optim.Optimizer) -> dict[str, Any]:
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(path), "pt") as f:
+        meta = json.loads(f.metadata()["fervid_checkpoint"])
+    tensors = load_file(str(path))
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model/")})
+    ema.module.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema/")})
+    sd = opt.state_dict()
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for k, v in tensors.items():
+        if k.startswith("opt/"):
+            _, i, name = k.split("/", 2)
+            state.setdefault(int(i), {})[name] = v
+    sd["state"] = state
+    opt.load_state_dict(sd)
+    return meta
+
+
+# ----------------------------------------------------------------------------- main
+def run_training(opts: TrainOptions, progress: Callable[[str], None] = log.info) -> Path:
+    """Train (or resume) a recipe; returns the path of the final model file."""
+    r = opts.recipe
+    torch.manual_seed(r.seed)
+    np.random.seed(r.seed)
+    if r.optim.threads > 0:
+        torch.set_num_threads(r.optim.threads)
+    device = torch.device(opts.device)
+    spec = spec_from_recipe(r)
+    opts.out_dir.mkdir(parents=True, exist_ok=True)
+    train, val = load_data(opts, spec)
+    if not val:
+        raise DataError("recipe has no [data] val sources; early stopping needs a validation split")
+    cw = class_weights(train, r.optim.class_weighting)
+    progress(f"class weights {dict(zip(EMOTIONS, [round(float(w), 2) for w in cw], strict=True))}")
+
+    model = build_network(spec).to(device).to(memory_format=torch.channels_last)
+    phases: list[tuple[str, int, float]]
+    epochs = opts.epochs if opts.epochs is not None else r.optim.epochs
+    if opts.init is not None:
+        from safetensors.torch import load_file
+
+        if opts.init.suffix != ".safetensors":
+            raise ConfigError(
+                f"--init {opts.init}: only .safetensors state dicts are read (fervid never unpickles "
+                "a file); convert a torchvision .pth once with safetensors.torch.save_file"
+            )
+        sd = {k: v for k, v in load_file(str(opts.init)).items() if not k.startswith("classifier.")}
+        missing, unexpected = model.load_state_dict(sd, strict=False)
+        if unexpected or any(not m.startswith("classifier.") for m in missing):
+            raise ConfigError(f"--init {opts.init} is not a torchvision MobileNetV2 state dict")
+        head = min(r.init.head_epochs, epochs)
+        phases = [("head", head, r.init.head_lr), ("finetune", epochs - head, r.init.finetune_lr)]
+    else:
+        phases = [("all", epochs, r.optim.lr)]
+
+    ema = Ema(model, r.optim.ema_decay)
+    steps_per_epoch = math.ceil(r.optim.samples_per_epoch / r.optim.batch_size)
+    ckpt_path = opts.out_dir / CHECKPOINT
+    history: list[dict[str, Any]] = []
+    start_epoch, step, best, stale = 0, 0, -1.0, 0
+
+    epoch0 = 0
+    opt: torch.optim.Optimizer | None = None
+    for phase, n_epochs, base_lr in phases:
+        params = set_trainable(model, phase, r.init.unfreeze_blocks)
+        decay = [p for p in params if p.ndim > 1]
+        no_decay = [p for p in params if p.ndim <= 1]
+        opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": r.optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=base_lr,
+        )
+        phase_end = epoch0 + n_epochs
+        if opts.resume and ckpt_path.is_file() and epoch0 == 0 and not history:
+            meta = load_checkpoint(ckpt_path, model, ema, opt) if _phase_of(ckpt_path, phases) == phase else None
+            if meta is None:
+                meta = _meta(ckpt_path)
+            history, step, best, stale = meta["history"], meta["step"], meta["best"], meta["stale"]
+            start_epoch = meta["epoch"]
+            progress(f"resumed from {ckpt_path} after epoch {start_epoch}")
+        for epoch in range(max(epoch0, start_epoch), phase_end):
+            if stale >= r.optim.patience:
+                break
+            t0 = time.time()
+            total = steps_per_epoch * n_epochs
+            local_step = step - epoch0 * steps_per_epoch
+            local_step, loss = train_one_epoch(
+                model, ema, opt, train, spec, r, cw, epoch, local_step, total, base_lr, device, progress
+            )
+            step = local_step + epoch0 * steps_per_epoch
+            metrics = evaluate(ema.module, val, spec, device)
+            improved = metrics["score"] > best
+            if improved:
+                best, stale = metrics["score"], 0
+                save_model(opts.out_dir / BEST_MODEL, ema.module, spec, {"epoch": epoch + 1, "val": metrics})
+            else:
+                stale += 1
+            history.append({"epoch": epoch + 1, "phase": phase, "loss": loss, "seconds": time.time() - t0, **metrics})
+            meta = {"epoch": epoch + 1, "step": step, "best": best, "stale": stale, "phase": phase,
+                    "history": history, "recipe": r.to_json()}  # fmt: skip
+            save_checkpoint(ckpt_path, model, ema, opt, json.loads(json.dumps(meta, default=str)))
+            (opts.out_dir / "history.json").write_text(json.dumps(history, indent=2))
+            progress(f"epoch {epoch + 1}/{epochs} [{phase}] loss {loss:.4f} " + " ".join(f"{k} {v:.4f}" for k, v in metrics.items()) + (" *" if improved else ""))
+        epoch0 = phase_end
+
+    return finalize(opts, spec, val, device, history, progress)
+
+
+def _meta(path: Path) -> dict[str, Any]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return json.loads(f.metadata()["fervid_checkpoint"])
+
+
+def _phase_of(path: Path, phases: list[tuple[str, int, float]]) -> str:
+    return _meta(path).get("phase", phases[0][0])
+
+
+def finalize(
+    opts: TrainOptions, spec: ModelSpec, val: dict[str, ImageSet], device: torch.device,
+    history: list[dict[str, Any]], progress: Callable[[str], None],
+) -> Path:  # fmt: skip
+    """Best EMA weights + a temperature fitted on the validation splits -> final model file."""
+    from fervid.modelfile import load_model
+
+    best = load_model(opts.out_dir / BEST_MODEL, device=device)
+    logits = np.concatenate([predict_logits(best.network, ds, spec, device) for ds in val.values()])
+    labels = np.concatenate([ds.labels for ds in val.values()])
+    temperature = fit_temperature(logits, labels)
+    final_spec = spec_from_recipe(opts.recipe, temperature=temperature)
+    info = {
+        "name": opts.recipe.name,
+        "training_data": [{"name": s.name, "path": s.path, "ferplus_mode": s.ferplus_mode.value} for s in opts.recipe.train],
+        "recipe": opts.recipe.to_json(),
+        "best_epoch": best.info.get("epoch"),
+        "val": best.info.get("val"),
+        "history": history,
+    }
+    out = opts.out_dir / FINAL_MODEL
+    save_model(out, best.network, final_spec, json.loads(json.dumps(info, default=str)))
+    progress(f"final model {out} (temperature {temperature:.3f})")
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    from fervid.training.recipe import load_recipe
+
+    p = argparse.ArgumentParser(description="Train a fervid emotion model from a recipe.")
+    p.add_argument("--recipe", type=Path, required=True)
+    p.add_argument("--data-root", type=Path, default=Path("../shared/data"))
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--init", type=Path)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--limit", type=int)
+    p.add_argument("--device", default="cpu")
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    run_training(TrainOptions(recipe=load_recipe(a.recipe), data_root=a.data_root, out_dir=a.out,
+                              resume=a.resume, init=a.init, epochs=a.epochs, limit=a.limit, device=a.device))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
