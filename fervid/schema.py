@@ -1,0 +1,130 @@
+"""Arrow schemas of the three output tables, declared once.
+
+Writers build tables against these schemas and refuse mismatches; nothing is inferred
+from the first row. Per-class columns are named from the model's class names
+(``prob_<class>``, ``smooth_<class>``, ``mean_prob_<class>``, ``share_<class>``).
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from fervid.modelfile import EMOTIONS
+
+# Output file names: ``--out results.parquet`` writes frames there and the others beside
+# it; ``--out dir/`` writes one file per video under these sub-folders.
+FRAMES, SEGMENTS, VIDEOS = "frames", "segments", "videos"
+TABLES = (FRAMES, SEGMENTS, VIDEOS)
+
+# Parquet key-value metadata keys.
+META_SETTINGS = b"fervid.settings"
+META_VERSION = b"fervid.version"
+META_MODEL_SHA256 = b"fervid.model_sha256"
+META_SETTINGS_HASH = b"fervid.settings_hash"
+
+STATUS_OK, STATUS_FAILED, STATUS_SKIPPED = "ok", "failed", "skipped"
+
+# Identity columns shared by all three tables: where a row comes from.
+_IDENTITY = [
+    pa.field("video_id", pa.string(), nullable=False),
+    pa.field("path", pa.string(), nullable=False),  # as given / relative to the input root
+    pa.field("file_name", pa.string(), nullable=False),
+    pa.field("subject", pa.string()),  # from --id-pattern {subject}
+    pa.field("session", pa.string()),  # from --id-pattern {session}
+    pa.field("session_date", pa.date32()),  # from --id-pattern {session_date} (ISO date)
+    pa.field("path_fields", pa.map_(pa.string(), pa.string())),  # every --id-pattern field
+]
+
+
+def prob_col(c: str) -> str:
+    return f"prob_{c}"
+
+
+def smooth_col(c: str) -> str:
+    return f"smooth_{c}"
+
+
+def mean_prob_col(c: str) -> str:
+    return f"mean_prob_{c}"
+
+
+def share_col(c: str) -> str:
+    return f"share_{c}"
+
+
+def frames_schema(class_names: tuple[str, ...] = EMOTIONS) -> pa.Schema:
+    """One row per face per sampled frame."""
+    return pa.schema(
+        [
+            *_IDENTITY,
+            pa.field("frame_index", pa.int64(), nullable=False),  # index in the source stream
+            pa.field("timestamp_s", pa.float64(), nullable=False),  # decoder's presentation time
+            pa.field("face_id", pa.int32(), nullable=False),  # stable within one video
+            pa.field("x1", pa.float32(), nullable=False),  # box, pixels of the displayed frame
+            pa.field("y1", pa.float32(), nullable=False),
+            pa.field("x2", pa.float32(), nullable=False),
+            pa.field("y2", pa.float32(), nullable=False),
+            pa.field("x1_norm", pa.float32(), nullable=False),  # box / frame width or height
+            pa.field("y1_norm", pa.float32(), nullable=False),
+            pa.field("x2_norm", pa.float32(), nullable=False),
+            pa.field("y2_norm", pa.float32(), nullable=False),
+            pa.field("det_score", pa.float32(), nullable=False),
+            *[pa.field(prob_col(c), pa.float32(), nullable=False) for c in class_names],
+            pa.field("label", pa.string(), nullable=False),  # argmax of prob_*
+            pa.field("confidence", pa.float32(), nullable=False),  # max of prob_*
+            *[pa.field(smooth_col(c), pa.float32(), nullable=False) for c in class_names],
+            pa.field("smoothed_label", pa.string(), nullable=False),
+            pa.field("segment_index", pa.int32(), nullable=False),  # joins to segments
+        ]
+    )
+
+
+def segments_schema(class_names: tuple[str, ...] = EMOTIONS) -> pa.Schema:
+    """One row per contiguous run of one smoothed emotion of one face."""
+    return pa.schema(
+        [
+            *_IDENTITY,
+            pa.field("face_id", pa.int32(), nullable=False),
+            pa.field("segment_index", pa.int32(), nullable=False),  # 0.. within a face
+            pa.field("start_s", pa.float64(), nullable=False),
+            pa.field("end_s", pa.float64(), nullable=False),  # exclusive
+            pa.field("duration_s", pa.float64(), nullable=False),
+            pa.field("emotion", pa.string(), nullable=False),
+            *[pa.field(mean_prob_col(c), pa.float32(), nullable=False) for c in class_names],
+            pa.field("mean_confidence", pa.float32(), nullable=False),
+            pa.field("n_frames", pa.int32(), nullable=False),
+        ]
+    )
+
+
+def videos_schema(class_names: tuple[str, ...] = EMOTIONS) -> pa.Schema:
+    """One row per input file, whatever happened to it."""
+    return pa.schema(
+        [
+            *_IDENTITY,
+            pa.field("status", pa.string(), nullable=False),  # ok | failed | skipped
+            pa.field("error", pa.string()),  # one-line reason when not ok
+            pa.field("size_bytes", pa.int64()),
+            pa.field("duration_s", pa.float64()),
+            pa.field("fps", pa.float64()),
+            pa.field("width", pa.int32()),
+            pa.field("height", pa.int32()),
+            pa.field("rotation", pa.int32()),
+            pa.field("backend", pa.string()),  # decord | pyav
+            pa.field("frames_sampled", pa.int64()),
+            pa.field("frames_with_face", pa.int64()),
+            pa.field("face_frame_share", pa.float64()),  # frames_with_face / frames_sampled
+            pa.field("n_faces", pa.int32()),  # distinct face_id tracks
+            pa.field("n_face_rows", pa.int64()),
+            *[pa.field(share_col(c), pa.float64()) for c in class_names],  # of face rows, smoothed
+            pa.field("processing_s", pa.float64()),
+            pa.field("fervid_version", pa.string(), nullable=False),
+            pa.field("model_sha256", pa.string()),
+            pa.field("settings_hash", pa.string(), nullable=False),
+            pa.field("processed_at", pa.timestamp("s", tz="UTC"), nullable=False),
+        ]
+    )
+
+
+def schema_for(table: str, class_names: tuple[str, ...] = EMOTIONS) -> pa.Schema:
+    return {FRAMES: frames_schema, SEGMENTS: segments_schema, VIDEOS: videos_schema}[table](class_names)
