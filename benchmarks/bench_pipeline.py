@@ -1,0 +1,168 @@
+"""End-to-end pipeline benchmark on a 10-minute, 1280x720 telemedicine-like clip.
+
+Not a test: prints numbers and ratios. Builds the clip once (cached) by looping
+single_face.mp4 and WolfgangLanger_Pexels.mp4, re-encoded at 1280x720, then measures:
+
+- decode-only: sampled frames/s of the decoder at the run's --fps (the pipeline's limit)
+- detection: faces/s of the detector (1 OpenCV thread, as in a worker)
+- classification: faces/s of the classifier, batch 64
+- end to end: the real engine through Ray; real-time factor (video s / wall s)
+- the ratio end-to-end / decode-only, and peak RSS (driver + Ray workers)
+
+    python benchmarks/bench_pipeline.py [--minutes 10] [--fps 2] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import threading
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = ROOT / "benchmarks" / ".cache"
+
+
+def build_clip(minutes: float, out: Path, fps: int = 25) -> Path:
+    """Loop the sample face clips, resized to 1280x720, into one H.264 file."""
+    import av
+    import cv2
+
+    from fervid.sample_data import fetch_samples
+
+    if out.is_file():
+        return out
+    samples = fetch_samples(ROOT / "sample_videos")
+    sources = [p for p in samples if p.name in ("single_face.mp4", "WolfgangLanger_Pexels.mp4")]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".part.mp4")
+    n_total = int(minutes * 60 * fps)
+    with av.open(str(tmp), "w") as dst:
+        st = dst.add_stream("libx264", rate=fps)
+        st.width, st.height, st.pix_fmt = 1280, 720, "yuv420p"
+        st.options = {"preset": "ultrafast", "crf": "26"}
+        n = 0
+        while n < n_total:
+            for src in sources:
+                with av.open(str(src)) as inp:
+                    for frame in inp.decode(video=0):
+                        img = cv2.resize(frame.to_ndarray(format="bgr24"), (1280, 720))
+                        vf = av.VideoFrame.from_ndarray(img, format="bgr24")
+                        vf.pts, vf.time_base = n, Fraction(1, fps)
+                        for pkt in st.encode(vf):
+                            dst.mux(pkt)
+                        n += 1
+                        if n >= n_total:
+                            break
+                if n >= n_total:
+                    break
+        for pkt in st.encode():
+            dst.mux(pkt)
+    tmp.replace(out)
+    return out
+
+
+class PeakRss:
+    """Samples the summed RSS of this process and its Ray workers every 0.2 s."""
+
+    def __init__(self) -> None:
+        import psutil
+
+        self.psutil = psutil
+        self.peak = 0
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        me = self.psutil.Process()
+        while not self._stop.is_set():
+            total = 0
+            for p in self.psutil.process_iter(["name", "cmdline", "memory_info"]):
+                try:
+                    cmd = " ".join(p.info["cmdline"] or [])
+                    if p.pid == me.pid or "ray::" in cmd or "ray::" in (p.info["name"] or ""):
+                        total += p.info["memory_info"].rss
+                except (self.psutil.NoSuchProcess, TypeError):
+                    continue
+            self.peak = max(self.peak, total)
+            time.sleep(0.2)
+
+    def __enter__(self) -> PeakRss:
+        self._t.start()
+        return self
+
+    def __exit__(self, *a: object) -> None:
+        self._stop.set()
+        self._t.join()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--minutes", type=float, default=10.0)
+    ap.add_argument("--fps", type=float, default=2.0)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--json", type=Path, help="also write the numbers here")
+    a = ap.parse_args()
+
+    from fervid.classify import EmotionClassifier
+    from fervid.crop import crop_faces
+    from fervid.decode import FrameSampler, probe
+    from fervid.detect import FaceDetector
+    from fervid.engine import run
+    from fervid.settings import ClassifySettings, CropSettings, DetectSettings, RunSettings, SampleSettings
+
+    clip = build_clip(a.minutes, CACHE / f"telemed_{a.minutes:g}min_720p.mp4")
+    info = probe(clip)
+    sample = SampleSettings(fps=a.fps)
+    res: dict[str, float] = {"video_s": info.duration_s, "fps_sampled": a.fps}
+
+    t0 = time.perf_counter()
+    frames = [f for f in FrameSampler(clip, sample, info)]
+    t_dec = time.perf_counter() - t0
+    res["decode_frames_per_s"] = len(frames) / t_dec
+    res["decode_rtf"] = info.duration_s / t_dec
+
+    import cv2
+
+    cv2.setNumThreads(1)
+    det = FaceDetector(settings=DetectSettings())
+    clf = EmotionClassifier(settings=ClassifySettings(batch_size=64), cpu_threads=2)
+    sub = frames[:200]
+    t0 = time.perf_counter()
+    dets = [det(f.image) for f in sub]
+    t_det = time.perf_counter() - t0
+    n_faces = sum(len(d) for d in dets)
+    res["detect_frames_per_s"] = len(sub) / t_det
+    res["detect_faces_per_s"] = n_faces / t_det
+    crops = np.concatenate([crop_faces(f.image, d, CropSettings(), clf.spec) for f, d in zip(sub, dets, strict=True)])
+    reps = max(1, 2048 // max(1, len(crops)))
+    batch = np.concatenate([crops] * reps)
+    clf(batch[:64])  # warm-up
+    t0 = time.perf_counter()
+    clf(batch)
+    res["classify_faces_per_s"] = len(batch) / (time.perf_counter() - t0)
+    del frames
+
+    out = CACHE / "bench_out.parquet"
+    settings = RunSettings(inputs=(clip,), out=out, sample=sample, overwrite=True, workers=a.workers)
+    with PeakRss() as rss:
+        summary = run(settings)
+    res["end_to_end_wall_s"] = summary.wall_s
+    res["end_to_end_rtf"] = summary.realtime_factor
+    res["ratio_end_to_end_over_decode"] = summary.realtime_factor / res["decode_rtf"]
+    res["peak_rss_mib_driver_plus_workers"] = rss.peak / 2**20
+    res["peak_rss_mib_driver"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    res["faces_end_to_end"] = summary.faces
+    for k, v in res.items():
+        print(f"{k:36s} {v:12.2f}")
+    if a.json:
+        a.json.write_text(json.dumps(res, indent=2))
+
+
+if __name__ == "__main__":
+    main()

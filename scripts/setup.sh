@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Create .venv and install fervid with its test tools. Idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-python3.11}"
+command -v "$PY" >/dev/null 2>&1 || PY=python3
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+# torch/torchvision are pinned in pyproject.toml (2.14.1 / 0.29.1: the wheels on this disk).
+.venv/bin/python -m pip install -q -e ".[dev]"
+.venv/bin/fervid fetch-samples sample_videos >/dev/null
+echo "fervid installed in .venv; sample videos in sample_videos/"
