@@ -114,7 +114,13 @@ def main() -> None:
     from fervid.decode import FrameSampler, probe
     from fervid.detect import FaceDetector
     from fervid.engine import run
-    from fervid.settings import ClassifySettings, CropSettings, DetectSettings, RunSettings, SampleSettings
+    from fervid.settings import (
+        ClassifySettings,
+        CropSettings,
+        DetectSettings,
+        RunSettings,
+        SampleSettings,
+    )
 
     clip = build_clip(a.minutes, CACHE / f"telemed_{a.minutes:g}min_720p.mp4")
     info = probe(clip)
@@ -139,7 +145,9 @@ def main() -> None:
     n_faces = sum(len(d) for d in dets)
     res["detect_frames_per_s"] = len(sub) / t_det
     res["detect_faces_per_s"] = n_faces / t_det
-    crops = np.concatenate([crop_faces(f.image, d, CropSettings(), clf.spec) for f, d in zip(sub, dets, strict=True)])
+    crops = np.concatenate(
+        [crop_faces(f.image, d, CropSettings(), clf.spec) for f, d in zip(sub, dets, strict=True)]
+    )
     reps = max(1, 2048 // max(1, len(crops)))
     batch = np.concatenate([crops] * reps)
     clf(batch[:64])  # warm-up
@@ -149,7 +157,9 @@ def main() -> None:
     del frames
 
     out = CACHE / "bench_out.parquet"
-    settings = RunSettings(inputs=(clip,), out=out, sample=sample, overwrite=True, workers=a.workers)
+    settings = RunSettings(
+        inputs=(clip,), out=out, sample=sample, overwrite=True, workers=a.workers
+    )
     with PeakRss() as rss:
         summary = run(settings)
     res["end_to_end_wall_s"] = summary.wall_s

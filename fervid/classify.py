@@ -7,7 +7,6 @@ Set up once (model load, device, threads) in ``__init__``, applied to many batch
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,7 +22,9 @@ def resolve_device(device: Device) -> torch.device:
     if device is Device.AUTO:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device is Device.CUDA and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for but no CUDA GPU is visible; use --device auto or cpu")
+        raise ConfigError(
+            "--device cuda was asked for but no CUDA GPU is visible; use --device auto or cpu"
+        )
     return torch.device(device.value)
 
 
@@ -90,5 +91,3 @@ class EmotionClassifier:
             ) from None
         probs = torch.softmax(logits.float() / self.spec.temperature, dim=1)
         return probs.cpu().numpy()
-
-

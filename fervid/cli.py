@@ -35,27 +35,78 @@ def _fail(e: FervidError) -> typer.Exit:
 
 @app.command()
 def process(
-    inputs: Annotated[list[Path], typer.Argument(help="Video files, directories (recursive) or glob patterns.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="results.parquet (one file per table) or a directory/ (one file per video).")],
-    fps: Annotated[float | None, typer.Option(help="Frames per second to sample, by timestamp. Default 2.")] = None,
-    every_n: Annotated[int | None, typer.Option("--every-n", help="Sample every n-th frame instead of --fps.")] = None,
-    ext: Annotated[list[str] | None, typer.Option("--ext", help="Video extension to look for (repeatable), e.g. --ext .mts")] = None,
-    id_pattern: Annotated[str | None, typer.Option("--id-pattern", help='Fields from the path, e.g. "{subject}/{session_date}_{name}.mp4".')] = None,
-    model: Annotated[Path | None, typer.Option(help="Model file (.safetensors). Default: the model shipped with fervid.")] = None,
+    inputs: Annotated[
+        list[Path], typer.Argument(help="Video files, directories (recursive) or glob patterns.")
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="results.parquet (one file per table) or a directory/ (one file per video).",
+        ),
+    ],
+    fps: Annotated[
+        float | None, typer.Option(help="Frames per second to sample, by timestamp. Default 2.")
+    ] = None,
+    every_n: Annotated[
+        int | None, typer.Option("--every-n", help="Sample every n-th frame instead of --fps.")
+    ] = None,
+    ext: Annotated[
+        list[str] | None,
+        typer.Option("--ext", help="Video extension to look for (repeatable), e.g. --ext .mts"),
+    ] = None,
+    id_pattern: Annotated[
+        str | None,
+        typer.Option(
+            "--id-pattern", help='Fields from the path, e.g. "{subject}/{session_date}_{name}.mp4".'
+        ),
+    ] = None,
+    model: Annotated[
+        Path | None,
+        typer.Option(help="Model file (.safetensors). Default: the model shipped with fervid."),
+    ] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Faces per classifier batch.")] = 64,
-    det_threshold: Annotated[float, typer.Option("--det-threshold", help="Face detector score threshold (0-1).")] = 0.6,
-    min_face: Annotated[int, typer.Option("--min-face", help="Ignore faces smaller than this many pixels.")] = 40,
-    margin: Annotated[float, typer.Option(help="Crop margin, fraction of the face box on each side.")] = 0.1,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", help="Faces per classifier batch.")
+    ] = 64,
+    det_threshold: Annotated[
+        float, typer.Option("--det-threshold", help="Face detector score threshold (0-1).")
+    ] = 0.6,
+    min_face: Annotated[
+        int, typer.Option("--min-face", help="Ignore faces smaller than this many pixels.")
+    ] = 40,
+    margin: Annotated[
+        float, typer.Option(help="Crop margin, fraction of the face box on each side.")
+    ] = 0.1,
     smoothing: Annotated[str, typer.Option(help="ema | none")] = "ema",
-    smoothing_seconds: Annotated[float, typer.Option("--smoothing-seconds", help="Smoothing time constant (s).")] = 1.5,
-    min_segment_seconds: Annotated[float, typer.Option("--min-segment-seconds", help="Shortest emotion segment (s).")] = 1.0,
-    hysteresis: Annotated[float, typer.Option(help="Probability margin a new emotion needs to start a segment.")] = 0.1,
-    max_gap_seconds: Annotated[float, typer.Option("--max-gap-seconds", help="A face unseen longer than this starts a new track.")] = 2.0,
-    workers: Annotated[int | None, typer.Option(help="Parallel video workers (default: all cores).")] = None,
-    ray_address: Annotated[str | None, typer.Option("--ray-address", help="Attach to an existing Ray cluster.")] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo videos already in the output.")] = False,
-    local: Annotated[bool, typer.Option("--local", hidden=True, help="Run in-process without Ray (debugging).")] = False,
+    smoothing_seconds: Annotated[
+        float, typer.Option("--smoothing-seconds", help="Smoothing time constant (s).")
+    ] = 1.5,
+    min_segment_seconds: Annotated[
+        float, typer.Option("--min-segment-seconds", help="Shortest emotion segment (s).")
+    ] = 1.0,
+    hysteresis: Annotated[
+        float, typer.Option(help="Probability margin a new emotion needs to start a segment.")
+    ] = 0.1,
+    max_gap_seconds: Annotated[
+        float,
+        typer.Option(
+            "--max-gap-seconds", help="A face unseen longer than this starts a new track."
+        ),
+    ] = 2.0,
+    workers: Annotated[
+        int | None, typer.Option(help="Parallel video workers (default: all cores).")
+    ] = None,
+    ray_address: Annotated[
+        str | None, typer.Option("--ray-address", help="Attach to an existing Ray cluster.")
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Redo videos already in the output.")
+    ] = False,
+    local: Annotated[
+        bool, typer.Option("--local", hidden=True, help="Run in-process without Ray (debugging).")
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Analyse videos and write per-frame, per-segment and per-video emotion tables."""
@@ -67,18 +118,26 @@ def process(
             inputs=tuple(inputs),
             out=out,
             discover=s.DiscoverSettings(
-                extensions=tuple(e if e.startswith(".") else f".{e}" for e in ext) if ext else s.DEFAULT_EXTENSIONS,
+                extensions=tuple(e if e.startswith(".") else f".{e}" for e in ext)
+                if ext
+                else s.DEFAULT_EXTENSIONS,
                 id_pattern=id_pattern,
             ),
-            sample=s.SampleSettings(fps=fps if fps is not None or every_n is not None else 2.0, every_n=every_n),
+            sample=s.SampleSettings(
+                fps=fps if fps is not None or every_n is not None else 2.0, every_n=every_n
+            ),
             detect=s.DetectSettings(score_threshold=det_threshold, min_face_px=min_face),
             crop=s.CropSettings(margin=margin),
-            classify=s.ClassifySettings(model_path=model, device=_enum(s.Device, device, "--device"), batch_size=batch_size),
+            classify=s.ClassifySettings(
+                model_path=model, device=_enum(s.Device, device, "--device"), batch_size=batch_size
+            ),
             track=s.TrackSettings(max_gap_s=max_gap_seconds),
             smooth=s.SmoothSettings(
-                method=_enum(s.Smoothing, smoothing, "--smoothing"), seconds=smoothing_seconds,
-                min_segment_s=min_segment_seconds, hysteresis=hysteresis,
-            ),  # fmt: skip
+                method=_enum(s.Smoothing, smoothing, "--smoothing"),
+                seconds=smoothing_seconds,
+                min_segment_s=min_segment_seconds,
+                hysteresis=hysteresis,
+            ),
             overwrite=overwrite,
             workers=workers,
             ray_address=ray_address,
@@ -102,7 +161,7 @@ def process(
     raise typer.Exit(EXIT_FAILED_VIDEOS if summary.failed else EXIT_OK)
 
 
-def _enum(cls: type, value: str, option: str):  # noqa: ANN202
+def _enum(cls: type, value: str, option: str):
     from fervid.errors import ConfigError
 
     try:
@@ -128,11 +187,22 @@ def fetch_samples_cmd(
 
 @app.command()
 def train(
-    recipe: Annotated[Path, typer.Option(help="Recipe TOML file, e.g. pipelines/train_default.toml.")],
+    recipe: Annotated[
+        Path, typer.Option(help="Recipe TOML file, e.g. pipelines/train_default.toml.")
+    ],
     out: Annotated[Path, typer.Option("--out", help="Run folder: checkpoints, history, model.")],
-    data_root: Annotated[Path, typer.Option("--data-root", help="Folder the recipe's data paths are relative to.")] = Path("../shared/data"),
-    resume: Annotated[bool, typer.Option(help="Continue from the run folder's checkpoint.")] = False,
-    init: Annotated[Path | None, typer.Option(help="torchvision MobileNetV2 state dict (.safetensors): two-phase fine-tuning.")] = None,
+    data_root: Annotated[
+        Path, typer.Option("--data-root", help="Folder the recipe's data paths are relative to.")
+    ] = Path("../shared/data"),
+    resume: Annotated[
+        bool, typer.Option(help="Continue from the run folder's checkpoint.")
+    ] = False,
+    init: Annotated[
+        Path | None,
+        typer.Option(
+            help="torchvision MobileNetV2 state dict (.safetensors): two-phase fine-tuning."
+        ),
+    ] = None,
     epochs: Annotated[int | None, typer.Option(help="Override the recipe's epoch count.")] = None,
     limit: Annotated[int | None, typer.Option(help="Images per source (quick trials).")] = None,
     device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
@@ -146,8 +216,16 @@ def train(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     try:
         path = run_training(
-            TrainOptions(recipe=load_recipe(recipe), data_root=data_root, out_dir=out, resume=resume,
-                         init=init, epochs=epochs, limit=limit, device=device)  # fmt: skip
+            TrainOptions(
+                recipe=load_recipe(recipe),
+                data_root=data_root,
+                out_dir=out,
+                resume=resume,
+                init=init,
+                epochs=epochs,
+                limit=limit,
+                device=device,
+            )
         )
     except FervidError as e:
         raise _fail(e) from None

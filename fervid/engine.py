@@ -53,7 +53,7 @@ def extract_video(video: VideoInput, settings: RunSettings, spec: ModelSpec) -> 
         for j in range(len(dets)):
             f_idx.append(frame.frame_index)
             f_ts.append(frame.timestamp_s)
-            boxes.append(dets.boxes[j])
+            boxes.append(dets.boxes[j] / sampler.scale)  # back to displayed-frame pixels
             scores.append(dets.scores[j])
             crops.append(faces[j])
     total = time.perf_counter() - t0
@@ -80,7 +80,9 @@ def finish_video(
     from fervid.smooth import segment, smooth_probs
     from fervid.track import assign_face_ids
 
-    face_id = assign_face_ids(faces.timestamp_s, faces.frame_index, faces.boxes, settings.track)  # (n,)
+    face_id = assign_face_ids(
+        faces.timestamp_s, faces.frame_index, faces.boxes, settings.track
+    )  # (n,)
     smoothed = np.zeros_like(probs)
     segments = {}
     interval = 1.0 / settings.sample.fps if settings.sample.fps else None
@@ -189,12 +191,20 @@ def run(
     from fervid.classify import EmotionClassifier
     from fervid.discover import discover
     from fervid.store import OutputStore
-    from fervid.tables import Identity, failed_video_table, frames_table, segments_table, video_row_table
+    from fervid.tables import (
+        Identity,
+        failed_video_table,
+        frames_table,
+        segments_table,
+        video_row_table,
+    )
 
     t0 = time.perf_counter()
     hooks = hooks or NullHooks()
     videos = discover(settings.inputs, settings.discover)
-    classifier = EmotionClassifier(settings=settings.classify, cpu_threads=_classifier_threads(settings))
+    classifier = EmotionClassifier(
+        settings=settings.classify, cpu_threads=_classifier_threads(settings)
+    )
     spec, sha = classifier.spec, classifier.sha256
     settings_hash = settings.settings_hash(sha)
     store = OutputStore(
@@ -239,7 +249,9 @@ def run(
         if not pending:
             return
         crops = np.concatenate([p.crops for p in pending])  # one batch stream across videos
-        probs = executor.classify(crops) if len(crops) else np.zeros((0, spec.num_classes), np.float32)
+        probs = (
+            executor.classify(crops) if len(crops) else np.zeros((0, spec.num_classes), np.float32)
+        )
         start = 0
         for faces in pending:
             p = probs[start : start + faces.n_faces]
@@ -289,14 +301,18 @@ def _short(s: str) -> str:
 def _empty_tables(spec: ModelSpec, store: Any) -> tuple[Any, Any]:
     from fervid.schema import frames_schema, segments_schema
 
-    return frames_schema(spec.class_names).empty_table(), segments_schema(spec.class_names).empty_table()
+    return frames_schema(spec.class_names).empty_table(), segments_schema(
+        spec.class_names
+    ).empty_table()
 
 
 def _classifier_threads(settings: RunSettings) -> int:
     return max(1, min(2, (settings.workers or os.cpu_count() or 1)))
 
 
-def default_executor_factory(settings: RunSettings) -> Callable[[RunSettings, ModelSpec, Any], Executor]:
+def default_executor_factory(
+    settings: RunSettings,
+) -> Callable[[RunSettings, ModelSpec, Any], Executor]:
     return RayExecutor
 
 
@@ -353,9 +369,9 @@ class RayExecutor:
         self.settings, self.spec = settings, spec
         self._task = ray.remote(num_cpus=1, max_retries=2)(_extract_task)
         gpu = getattr(classifier, "device", None) is not None and classifier.device.type == "cuda"
-        actor = ray.remote(num_gpus=1 if gpu else 0, num_cpus=0, max_restarts=1, max_task_retries=1)(
-            _ClassifierActor
-        )
+        actor = ray.remote(
+            num_gpus=1 if gpu else 0, num_cpus=0, max_restarts=1, max_task_retries=1
+        )(_ClassifierActor)
         self._classifier = actor.remote(settings.classify, _classifier_threads(settings))
 
     def extract(self, videos: list[VideoInput]) -> Iterator[tuple[VideoInput, Outcome]]:

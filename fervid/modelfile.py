@@ -73,7 +73,11 @@ class ModelSpec:
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
-        d["mean"], d["std"], d["class_names"] = list(self.mean), list(self.std), list(self.class_names)
+        d["mean"], d["std"], d["class_names"] = (
+            list(self.mean),
+            list(self.std),
+            list(self.class_names),
+        )
         return d
 
     @classmethod
@@ -107,7 +111,11 @@ def build_network(spec: ModelSpec) -> nn.Module:
     in_features = net.last_channel
     layers: list[nn.Module] = [nn.Dropout(p=spec.dropout)]
     if spec.hidden > 0:
-        layers += [nn.Linear(in_features, spec.hidden), nn.ReLU(inplace=True), nn.Dropout(p=spec.dropout)]
+        layers += [
+            nn.Linear(in_features, spec.hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(p=spec.dropout),
+        ]
         in_features = spec.hidden
     layers.append(nn.Linear(in_features, spec.num_classes))
     net.classifier = nn.Sequential(*layers)
@@ -159,7 +167,9 @@ def read_header(path: Path) -> dict[str, Any]:
     """
     path = Path(path)
     if not path.is_file():
-        raise ModelError(f"model file {path} does not exist; pass --model PATH to a .safetensors file")
+        raise ModelError(
+            f"model file {path} does not exist; pass --model PATH to a .safetensors file"
+        )
     with open(path, "rb") as f:
         raw = f.read(8)
         if len(raw) < 8:
@@ -210,7 +220,9 @@ def load_model(path: Path | None = None, *, device: str | torch.device = "cpu") 
         network.load_state_dict(state, strict=True)
     except RuntimeError as e:
         first = str(e).splitlines()[0]
-        raise ModelError(f"model file {path}: weights do not match the architecture ({first})") from None
+        raise ModelError(
+            f"model file {path}: weights do not match the architecture ({first})"
+        ) from None
     network.eval().to(device)
     return LoadedModel(
         network=network, spec=spec, info=header.get("info", {}), sha256=file_sha256(path), path=path

@@ -47,7 +47,9 @@ class RichHooks:
             return
         self._progress.update(self._task, advance=1, description=video.rel_path[-40:])
         if status != "ok":
-            self._progress.console.print(f"[red]failed[/] {video.rel_path}: {detail}", highlight=False)
+            self._progress.console.print(
+                f"[red]failed[/] {video.rel_path}: {detail}", highlight=False
+            )
 
 
 def print_summary(console: Console, s: RunSummary) -> None:

@@ -56,7 +56,10 @@ class Frame:
     image: np.ndarray
 
     def __post_init__(self) -> None:
-        _check(self.image.ndim == 3 and self.image.shape[2] == 3, f"image must be (H, W, 3), got {self.image.shape}")
+        _check(
+            self.image.ndim == 3 and self.image.shape[2] == 3,
+            f"image must be (H, W, 3), got {self.image.shape}",
+        )
         _check(self.image.dtype == np.uint8, f"image must be uint8, got {self.image.dtype}")
 
 
@@ -77,7 +80,10 @@ class Detections:
         _check(self.boxes.shape == (m, 4), f"boxes must be ({m}, 4), got {self.boxes.shape}")
         _check(self.scores.shape == (m,), f"scores must be ({m},), got {self.scores.shape}")
         if self.landmarks is not None:
-            _check(self.landmarks.shape == (m, 5, 2), f"landmarks must be ({m}, 5, 2), got {self.landmarks.shape}")
+            _check(
+                self.landmarks.shape == (m, 5, 2),
+                f"landmarks must be ({m}, 5, 2), got {self.landmarks.shape}",
+            )
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -112,7 +118,10 @@ class VideoFaces:
 
     def __post_init__(self) -> None:
         k, n = len(self.sampled_frame_index), len(self.frame_index)
-        _check(self.sampled_timestamp_s.shape == (k,), "sampled_timestamp_s must match sampled_frame_index")
+        _check(
+            self.sampled_timestamp_s.shape == (k,),
+            "sampled_timestamp_s must match sampled_frame_index",
+        )
         _check(self.timestamp_s.shape == (n,), "timestamp_s must be (n,)")
         _check(self.boxes.shape == (n, 4), f"boxes must be ({n}, 4), got {self.boxes.shape}")
         _check(self.det_scores.shape == (n,), "det_scores must be (n,)")
@@ -134,7 +143,10 @@ class Segment:
     end_row: int
 
     def __post_init__(self) -> None:
-        _check(self.end_s >= self.start_s, f"segment ends ({self.end_s}) before it starts ({self.start_s})")
+        _check(
+            self.end_s >= self.start_s,
+            f"segment ends ({self.end_s}) before it starts ({self.start_s})",
+        )
 
     @property
     def duration_s(self) -> float:

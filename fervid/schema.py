@@ -104,6 +104,7 @@ def videos_schema(class_names: tuple[str, ...] = EMOTIONS) -> pa.Schema:
             *_IDENTITY,
             pa.field("status", pa.string(), nullable=False),  # ok | failed | skipped
             pa.field("error", pa.string()),  # one-line reason when not ok
+            pa.field("warnings", pa.string()),  # "; "-joined decode warnings (e.g. truncated file)
             pa.field("size_bytes", pa.int64()),
             pa.field("duration_s", pa.float64()),
             pa.field("fps", pa.float64()),
@@ -127,4 +128,6 @@ def videos_schema(class_names: tuple[str, ...] = EMOTIONS) -> pa.Schema:
 
 
 def schema_for(table: str, class_names: tuple[str, ...] = EMOTIONS) -> pa.Schema:
-    return {FRAMES: frames_schema, SEGMENTS: segments_schema, VIDEOS: videos_schema}[table](class_names)
+    return {FRAMES: frames_schema, SEGMENTS: segments_schema, VIDEOS: videos_schema}[table](
+        class_names
+    )

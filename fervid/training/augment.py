@@ -54,8 +54,8 @@ def augment(x: torch.Tensor, s: AugmentSettings, g: torch.Generator) -> torch.Te
         for i in torch.nonzero(erase).flatten().tolist():
             area = float(u(0.02, s.erase_max_area)[0]) * side * side
             aspect = math.exp(float(u(math.log(0.3), math.log(3.3))[0]))
-            h = min(side, max(1, int(round(math.sqrt(area * aspect)))))
-            w = min(side, max(1, int(round(math.sqrt(area / aspect)))))
+            h = min(side, max(1, round(math.sqrt(area * aspect))))
+            w = min(side, max(1, round(math.sqrt(area / aspect))))
             top = int(torch.randint(0, side - h + 1, (1,), generator=g))
             left = int(torch.randint(0, side - w + 1, (1,), generator=g))
             x[i, :, top : top + h, left : left + w] = torch.rand((1, h, w), generator=g)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 import cv2
@@ -38,10 +38,12 @@ FERPLUS_COLUMNS = (
 )  # fmt: skip
 
 
-class FerPlusMode(str, Enum):
+class FerPlusMode(StrEnum):
     """How FER+ crowd votes become targets."""
 
-    MAJORITY = "majority"  # one-hot of the most-voted emotion; rows won by contempt/unknown/NF dropped
+    MAJORITY = (
+        "majority"  # one-hot of the most-voted emotion; rows won by contempt/unknown/NF dropped
+    )
     SOFT = "soft"  # vote distribution over the 7 emotions (contempt/unknown/NF votes dropped)
 
 
@@ -57,9 +59,13 @@ class ImageSet:
 
     def __post_init__(self) -> None:
         if self.images.ndim != 3 or self.images.dtype != np.uint8:
-            raise DataError(f"images must be uint8 (N, H, W), got {self.images.dtype} {self.images.shape}")
+            raise DataError(
+                f"images must be uint8 (N, H, W), got {self.images.dtype} {self.images.shape}"
+            )
         if self.targets.shape != (len(self.images), len(self.class_names)):
-            raise DataError(f"targets shape {self.targets.shape} != ({len(self.images)}, {len(self.class_names)})")
+            raise DataError(
+                f"targets shape {self.targets.shape} != ({len(self.images)}, {len(self.class_names)})"
+            )
         if len(self.names) != len(self.images):
             raise DataError("names and images differ in length")
 
@@ -102,12 +108,21 @@ def _stack(images: list[np.ndarray], size: int | None) -> np.ndarray:
         return np.zeros((0, size or 48, size or 48), np.uint8)
     side = size or images[0].shape[0]
     return np.stack(
-        [im if im.shape == (side, side) else cv2.resize(im, (side, side), interpolation=cv2.INTER_AREA) for im in images]
+        [
+            im
+            if im.shape == (side, side)
+            else cv2.resize(im, (side, side), interpolation=cv2.INTER_AREA)
+            for im in images
+        ]
     )
 
 
 def load_folder(
-    root: Path, *, class_names: tuple[str, ...] = EMOTIONS, size: int | None = 48, limit_per_class: int | None = None
+    root: Path,
+    *,
+    class_names: tuple[str, ...] = EMOTIONS,
+    size: int | None = 48,
+    limit_per_class: int | None = None,
 ) -> ImageSet:
     """Load ``<root>/<class>/*.{jpg,png,...}``; class folders are matched by synonyms.
 
@@ -139,13 +154,21 @@ def load_folder(
         )
     targets = np.zeros((len(labels), len(class_names)), np.float32)
     targets[np.arange(len(labels)), labels] = 1.0
-    return ImageSet(images=_stack(images, size), targets=targets, names=tuple(names), class_names=class_names, source=str(root))
+    return ImageSet(
+        images=_stack(images, size),
+        targets=targets,
+        names=tuple(names),
+        class_names=class_names,
+        source=str(root),
+    )
 
 
 def parse_ferplus_votes(row: list[str]) -> tuple[str, np.ndarray]:
     """One label.csv row -> (image name, votes (10,) int in :data:`FERPLUS_COLUMNS` order)."""
     if len(row) != 2 + len(FERPLUS_COLUMNS):
-        raise DataError(f"FER+ label row has {len(row)} fields, expected {2 + len(FERPLUS_COLUMNS)}: {row[:3]}")
+        raise DataError(
+            f"FER+ label row has {len(row)} fields, expected {2 + len(FERPLUS_COLUMNS)}: {row[:3]}"
+        )
     return row[0], np.array([int(float(v)) for v in row[2:]], dtype=np.int64)
 
 
@@ -210,13 +233,25 @@ def load_ferplus(
     if not names:
         raise DataError(f"{label_csv} yielded no usable rows")
     return ImageSet(
-        images=_stack(images, size), targets=np.stack(targets), names=tuple(names), class_names=class_names, source=str(split_dir)
+        images=_stack(images, size),
+        targets=np.stack(targets),
+        names=tuple(names),
+        class_names=class_names,
+        source=str(split_dir),
     )
 
 
-def load_dataset(path: Path, *, ferplus_mode: FerPlusMode = FerPlusMode.MAJORITY, size: int | None = 48, **kw) -> ImageSet:
+def load_dataset(
+    path: Path, *, ferplus_mode: FerPlusMode = FerPlusMode.MAJORITY, size: int | None = 48, **kw
+) -> ImageSet:
     """Load either layout, detected from the folder's content."""
     path = Path(path)
     if (path / "label.csv").is_file():
-        return load_ferplus(path, mode=ferplus_mode, size=size, **({"limit": kw["limit"]} if "limit" in kw else {}))
-    return load_folder(path, size=size, **({"limit_per_class": kw["limit_per_class"]} if "limit_per_class" in kw else {}))
+        return load_ferplus(
+            path, mode=ferplus_mode, size=size, **({"limit": kw["limit"]} if "limit" in kw else {})
+        )
+    return load_folder(
+        path,
+        size=size,
+        **({"limit_per_class": kw["limit_per_class"]} if "limit_per_class" in kw else {}),
+    )

@@ -79,7 +79,14 @@ def _sources(items: list[dict[str, Any]], key: str) -> tuple[DataSource, ...]:
                 f"[{key}] entry {i}: ferplus_mode={it.get('ferplus_mode')!r}; expected one of "
                 f"{[m.value for m in FerPlusMode]}"
             ) from None
-        out.append(DataSource(name=it.get("name", it["path"]), path=it["path"], ferplus_mode=mode, weight=float(it.get("weight", 1.0))))
+        out.append(
+            DataSource(
+                name=it.get("name", it["path"]),
+                path=it["path"],
+                ferplus_mode=mode,
+                weight=float(it.get("weight", 1.0)),
+            )
+        )
     return tuple(out)
 
 

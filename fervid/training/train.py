@@ -61,7 +61,11 @@ def load_source(src: DataSource, opts: TrainOptions, spec: ModelSpec) -> ImageSe
     path = opts.data_root / src.path
     kw: dict[str, Any] = {}
     if opts.limit is not None:
-        kw = {"limit": opts.limit} if (path / "label.csv").is_file() else {"limit_per_class": max(1, opts.limit // 7)}
+        kw = (
+            {"limit": opts.limit}
+            if (path / "label.csv").is_file()
+            else {"limit_per_class": max(1, opts.limit // 7)}
+        )
     ds = load_dataset(path, ferplus_mode=src.ferplus_mode, size=None, **kw)
     images = resize_faces(list(ds.images), spec)
     return ImageSet(images=images, targets=ds.targets, names=ds.names, source=ds.source)
@@ -92,7 +96,9 @@ def class_weights(train: list[ImageSet], mode: str) -> torch.Tensor:
     return torch.tensor(w, dtype=torch.float32)
 
 
-def epoch_indices(train: list[ImageSet], weights: list[float], n: int, g: torch.Generator) -> list[tuple[int, int]]:
+def epoch_indices(
+    train: list[ImageSet], weights: list[float], n: int, g: torch.Generator
+) -> list[tuple[int, int]]:
     """(source, index) pairs for one epoch: ``n`` samples split across sources by weight."""
     total_w = sum(weights)
     pairs: list[tuple[int, int]] = []
@@ -203,12 +209,16 @@ def train_one_epoch(
         losses.append(float(loss.detach()))
         if len(losses) % 20 == 0:
             rate = len(losses) * o.batch_size / (time.time() - t0)
-            progress(f"epoch {epoch + 1} batch {len(losses)} loss {np.mean(losses[-20:]):.4f} lr {lr:.2e} {rate:.0f} img/s")
+            progress(
+                f"epoch {epoch + 1} batch {len(losses)} loss {np.mean(losses[-20:]):.4f} lr {lr:.2e} {rate:.0f} img/s"
+            )
     return step, float(np.mean(losses)) if losses else float("nan")
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, ds: ImageSet, spec: ModelSpec, device: torch.device, batch: int = 256) -> np.ndarray:
+def predict_logits(
+    model: nn.Module, ds: ImageSet, spec: ModelSpec, device: torch.device, batch: int = 256
+) -> np.ndarray:
     """Logits (N, C) for an evaluation set (no augmentation)."""
     model.eval()
     out = []
@@ -218,7 +228,9 @@ def predict_logits(model: nn.Module, ds: ImageSet, spec: ModelSpec, device: torc
     return torch.cat(out).numpy() if out else np.zeros((0, spec.num_classes), np.float32)
 
 
-def evaluate(model: nn.Module, val: dict[str, ImageSet], spec: ModelSpec, device: torch.device) -> dict[str, float]:
+def evaluate(
+    model: nn.Module, val: dict[str, ImageSet], spec: ModelSpec, device: torch.device
+) -> dict[str, float]:
     res = {}
     for name, ds in val.items():
         logits = predict_logits(model, ds, spec, device)
@@ -245,7 +257,9 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
 
 
 # ----------------------------------------------------------------------------- checkpoints
-def save_checkpoint(path: Path, model: nn.Module, ema: Ema, opt: torch.optim.Optimizer, meta: dict[str, Any]) -> None:
+def save_checkpoint(
+    path: Path, model: nn.Module, ema: Ema, opt: torch.optim.Optimizer, meta: dict[str, Any]
+) -> None:
     from safetensors.torch import save_file
 
     tensors: dict[str, torch.Tensor] = {}
@@ -262,7 +276,9 @@ def save_checkpoint(path: Path, model: nn.Module, ema: Ema, opt: torch.optim.Opt
     tmp.replace(path)
 
 
-def load_checkpoint(path: Path, model: nn.Module, ema: Ema, opt: torch.optim.Optimizer) -> dict[str, Any]:
+def load_checkpoint(
+    path: Path, model: nn.Module, ema: Ema, opt: torch.optim.Optimizer
+) -> dict[str, Any]:
     from safetensors import safe_open
     from safetensors.torch import load_file
 
@@ -332,12 +348,19 @@ def run_training(opts: TrainOptions, progress: Callable[[str], None] = log.info)
         decay = [p for p in params if p.ndim > 1]
         no_decay = [p for p in params if p.ndim <= 1]
         opt = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": r.optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            [
+                {"params": decay, "weight_decay": r.optim.weight_decay},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
             lr=base_lr,
         )
         phase_end = epoch0 + n_epochs
         if opts.resume and ckpt_path.is_file() and epoch0 == 0 and not history:
-            meta = load_checkpoint(ckpt_path, model, ema, opt) if _phase_of(ckpt_path, phases) == phase else None
+            meta = (
+                load_checkpoint(ckpt_path, model, ema, opt)
+                if _phase_of(ckpt_path, phases) == phase
+                else None
+            )
             if meta is None:
                 meta = _meta(ckpt_path)
             history, step, best, stale = meta["history"], meta["step"], meta["best"], meta["stale"]
@@ -350,22 +373,51 @@ def run_training(opts: TrainOptions, progress: Callable[[str], None] = log.info)
             total = steps_per_epoch * n_epochs
             local_step = step - epoch0 * steps_per_epoch
             local_step, loss = train_one_epoch(
-                model, ema, opt, train, spec, r, cw, epoch, local_step, total, base_lr, device, progress
+                model,
+                ema,
+                opt,
+                train,
+                spec,
+                r,
+                cw,
+                epoch,
+                local_step,
+                total,
+                base_lr,
+                device,
+                progress,
             )
             step = local_step + epoch0 * steps_per_epoch
             metrics = evaluate(ema.module, val, spec, device)
             improved = metrics["score"] > best
             if improved:
                 best, stale = metrics["score"], 0
-                save_model(opts.out_dir / BEST_MODEL, ema.module, spec, {"epoch": epoch + 1, "val": metrics})
+                save_model(
+                    opts.out_dir / BEST_MODEL,
+                    ema.module,
+                    spec,
+                    {"epoch": epoch + 1, "val": metrics},
+                )
             else:
                 stale += 1
-            history.append({"epoch": epoch + 1, "phase": phase, "loss": loss, "seconds": time.time() - t0, **metrics})
+            history.append(
+                {
+                    "epoch": epoch + 1,
+                    "phase": phase,
+                    "loss": loss,
+                    "seconds": time.time() - t0,
+                    **metrics,
+                }
+            )
             meta = {"epoch": epoch + 1, "step": step, "best": best, "stale": stale, "phase": phase,
                     "history": history, "recipe": r.to_json()}  # fmt: skip
             save_checkpoint(ckpt_path, model, ema, opt, json.loads(json.dumps(meta, default=str)))
             (opts.out_dir / "history.json").write_text(json.dumps(history, indent=2))
-            progress(f"epoch {epoch + 1}/{epochs} [{phase}] loss {loss:.4f} " + " ".join(f"{k} {v:.4f}" for k, v in metrics.items()) + (" *" if improved else ""))
+            progress(
+                f"epoch {epoch + 1}/{epochs} [{phase}] loss {loss:.4f} "
+                + " ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+                + (" *" if improved else "")
+            )
         epoch0 = phase_end
 
     return finalize(opts, spec, val, device, history, progress)
@@ -396,7 +448,10 @@ def finalize(
     final_spec = spec_from_recipe(opts.recipe, temperature=temperature)
     info = {
         "name": opts.recipe.name,
-        "training_data": [{"name": s.name, "path": s.path, "ferplus_mode": s.ferplus_mode.value} for s in opts.recipe.train],
+        "training_data": [
+            {"name": s.name, "path": s.path, "ferplus_mode": s.ferplus_mode.value}
+            for s in opts.recipe.train
+        ],
         "recipe": opts.recipe.to_json(),
         "best_epoch": best.info.get("epoch"),
         "val": best.info.get("val"),

@@ -1,0 +1,523 @@
+"""Where results go on disk: per-video Parquet parts, written atomically as each video
+finishes, and (in file mode) three consolidated Parquet files at the end of the run.
+
+Two layouts, chosen from ``--out`` (see docs/schema.md):
+
+* **File mode** (``--out results.parquet``): frames at ``results.parquet``, segments at
+  ``results.segments.parquet``, videos at ``results.videos.parquet``. Each video's rows
+  are first written as parts under the hidden folder ``.results.parquet.fervid/
+  {frames,segments,videos}/<video_id>.parquet``; :meth:`OutputStore.finalize` rewrites
+  the three files from all parts. The parts folder is the durable store: a crash loses
+  nothing already written, and a later run adds or replaces videos by writing parts,
+  without reading or merging the big files.
+* **Dataset mode** (``--out results/``, any existing folder, or a path without a
+  ``.parquet`` suffix): ``results/{frames,segments,videos}/<video_id>.parquet``, readable
+  with one glob such as ``results/frames/*.parquet``; nothing to consolidate.
+
+Every file is written to a hidden temporary name that does not end in ``.parquet``,
+fsynced and renamed into place, so a reader or a glob never sees half a file. A
+video's videos row is renamed into place last: a video counts as done only when all
+its files are in place. One run at a time may write to an ``--out`` (a lock file).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import uuid
+from collections.abc import Iterable
+from enum import Enum
+from glob import escape as glob_escape
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from fervid.errors import ConfigError, InputError
+from fervid.schema import (
+    FRAMES,
+    META_MODEL_SHA256,
+    META_SETTINGS,
+    META_SETTINGS_HASH,
+    META_VERSION,
+    SEGMENTS,
+    STATUS_OK,
+    STATUS_SKIPPED,
+    TABLES,
+    VIDEOS,
+    schema_for,
+)
+from fervid.tables import check_schema
+
+try:  # POSIX advisory locks; on other systems runs are simply not guarded
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+PART_SUFFIX = ".parquet"
+#: Rows buffered before a row group is written while consolidating.
+ROW_GROUP_ROWS = 128 * 1024
+#: Table formats someone may mean instead of Parquet; refused rather than made a folder.
+_NOT_PARQUET = {".csv", ".tsv", ".json", ".jsonl", ".feather", ".arrow", ".ipc", ".xlsx",
+                ".pq", ".parq", ".db", ".duckdb", ".sqlite"}  # fmt: skip
+_SAFE_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")
+_COMPRESSION = "zstd"
+
+
+class Layout(Enum):
+    FILE = "file"  # one Parquet file per table
+    DATASET = "dataset"  # one Parquet file per table per video
+
+
+def layout_of(out: Path) -> Layout:
+    """File mode when ``out`` ends in ``.parquet`` and is not an existing folder; dataset
+    mode when it is a folder or has no suffix. Raises ConfigError for other suffixes."""
+    out = Path(out)
+    if out.is_dir():
+        return Layout.DATASET
+    if out.suffix.lower() == ".parquet":
+        return Layout.FILE
+    if out.exists():
+        raise ConfigError(
+            f"--out={out} is an existing file that is not .parquet; expected results.parquet "
+            "(one file per table) or a folder (one file per video)"
+        )
+    if out.suffix.lower() in _NOT_PARQUET:
+        raise ConfigError(
+            f"--out={out}: fervid writes Parquet; use {out.with_suffix('.parquet')} "
+            f"(one file per table) or {out.with_suffix('')}/ (one file per video)"
+        )
+    return Layout.DATASET
+
+
+def output_paths(out: Path) -> dict[str, Path]:
+    """Table name -> consolidated file (file mode) or folder of per-video files (dataset)."""
+    out = Path(out)
+    if layout_of(out) is Layout.DATASET:
+        return {t: out / t for t in TABLES}
+    return {FRAMES: out} | {t: out.with_name(f"{out.stem}.{t}.parquet") for t in (SEGMENTS, VIDEOS)}
+
+
+def parts_root(out: Path) -> Path:
+    """Folder holding ``{frames,segments,videos}/<video_id>.parquet``."""
+    out = Path(out)
+    if layout_of(out) is Layout.DATASET:
+        return out
+    return out.with_name(f".{out.name}.fervid")
+
+
+class OutputStore:
+    """The results of one run on disk (see the module docstring for the layouts).
+
+    ``settings_json`` (the fully resolved run settings), ``fervid_version``,
+    ``model_sha256`` and ``settings_hash`` go into every file's Parquet key-value metadata.
+    A video is skipped when it is already done (status ok) with the same
+    ``settings_hash``, unless ``overwrite``; failed videos and videos done with other
+    settings are redone and their rows replaced.
+    """
+
+    def __init__(
+        self,
+        *,
+        out: Path,
+        class_names: tuple[str, ...],
+        settings_json: dict[str, Any],
+        model_sha256: str,
+        settings_hash: str,
+        fervid_version: str,
+        overwrite: bool,
+    ) -> None:
+        self.out = Path(out)
+        self.layout = layout_of(self.out)
+        self.class_names = tuple(class_names)
+        self.settings_hash = settings_hash
+        self.overwrite = overwrite
+        self.schemas = {t: schema_for(t, self.class_names) for t in TABLES}
+        self.metadata = {
+            META_SETTINGS: json.dumps(settings_json, sort_keys=True, default=str).encode(),
+            META_VERSION: fervid_version.encode(),
+            META_MODEL_SHA256: model_sha256.encode(),
+            META_SETTINGS_HASH: settings_hash.encode(),
+        }
+        self.root = parts_root(self.out)
+        self._written = 0
+        self._dirty = False  # parts removed: the consolidated files must be rewritten
+        self._closed = False
+        for t in TABLES:
+            (self.root / t).mkdir(parents=True, exist_ok=True)
+        self._lock_file = self._lock()
+        try:
+            self._remove_leftovers()
+            self._check_class_names()
+            if self.layout is Layout.FILE:
+                self._adopt_consolidated()
+            self._done = self._scan_completed()
+        except BaseException:
+            self.close()
+            raise
+
+    # ----------------------------------------------------------------------- public
+    def completed(self) -> dict[str, str]:
+        """video_id -> settings_hash of every video already done with status ok."""
+        return dict(self._done)
+
+    def should_skip(self, video_id: str) -> bool:
+        """True when ``video_id`` is done with this run's settings and not ``overwrite``."""
+        return not self.overwrite and self._done.get(video_id) == self.settings_hash
+
+    def write_video(
+        self, video_id: str, frames: pa.Table, segments: pa.Table, videos_row: pa.Table
+    ) -> None:
+        """Write (or replace) one video's rows: three files, each atomically.
+
+        The new files are first written under temporary names; then the old videos part
+        is removed (so the video no longer counts as done), frames and segments are
+        renamed into place, and the videos row last. A crash at any point leaves the
+        video either done with all its new rows or not done (redone by the next run).
+        """
+        self._check_open()
+        if not _SAFE_ID.match(video_id):
+            raise ValueError(f"video_id={video_id!r}; expected letters, digits, '_', '-', '.'")
+        tables = {FRAMES: frames, SEGMENTS: segments, VIDEOS: videos_row}
+        for t, table in tables.items():
+            check_schema(table, self.schemas[t], name=t)
+        if videos_row.num_rows != 1:
+            raise ValueError(f"videos_row has {videos_row.num_rows} rows; expected exactly 1")
+        row_id = videos_row.column("video_id")[0].as_py()
+        for t in (FRAMES, SEGMENTS):
+            ids = set(pc.unique(tables[t].column("video_id")).to_pylist())
+            if ids - {row_id}:
+                raise ValueError(
+                    f"{t} rows belong to videos {sorted(ids)}, but the videos row is {row_id!r}"
+                )
+        temps: dict[str, Path] = {}
+        try:
+            for t in TABLES:
+                temps[t] = self._write_temp(tables[t], self._part(t, video_id))
+            self._part(VIDEOS, video_id).unlink(missing_ok=True)
+            for t in (FRAMES, SEGMENTS, VIDEOS):  # the videos row last: it marks the video done
+                os.replace(temps[t], self._part(t, video_id))
+                del temps[t]
+        finally:
+            for tmp in temps.values():
+                tmp.unlink(missing_ok=True)
+        for t in TABLES:
+            _fsync_dir(self.root / t)
+        self._written += 1
+        status = videos_row.column("status")[0].as_py()
+        if status == STATUS_OK:
+            self._done[row_id] = videos_row.column("settings_hash")[0].as_py()
+        elif row_id == video_id:
+            self._done.pop(row_id, None)
+
+    def finalize(self) -> dict[str, Path]:
+        """File mode: rewrite the three consolidated files from all parts (videos ordered
+        by path, each video's rows in time order). Dataset mode: nothing to merge.
+        Releases the lock; returns table name -> file (file mode) or folder (dataset)."""
+        self._check_open()
+        try:
+            paths = output_paths(self.out)
+            if self.layout is Layout.FILE and not (self._written == 0 and self._fresh(paths)):
+                keys = self._ordered_keys()
+                for t in TABLES:  # videos last, like the parts
+                    self._consolidate(t, keys, paths[t])
+            return paths
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Release the lock without consolidating (what a crash leaves behind: the parts
+        are kept and the next run's :meth:`finalize` consolidates them)."""
+        self._closed = True
+        if self._lock_file is not None:
+            self._lock_file.close()  # closing the descriptor releases the flock
+            self._lock_file = None
+
+    # ----------------------------------------------------------------------- parts
+    def _part(self, table: str, key: str) -> Path:
+        return self.root / table / f"{key}{PART_SUFFIX}"
+
+    def _keys(self, table: str) -> set[str]:
+        return {p.name[: -len(PART_SUFFIX)] for p in _parquet_files(self.root / table)}
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("this OutputStore is finalized or closed; open a new one")
+
+    def _write_temp(
+        self, table: pa.Table, dest: Path, *, metadata: dict[bytes, bytes] | None = None
+    ) -> Path:
+        tmp = _temp_name(dest)
+        meta = self.metadata | (metadata or {})
+        try:
+            pq.write_table(table.replace_schema_metadata(meta), tmp, compression=_COMPRESSION)
+            _fsync_file(tmp)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return tmp
+
+    def _lock(self) -> Any:
+        if fcntl is None:  # pragma: no cover - Windows
+            return None
+        f = (self.root / ".fervid.lock").open("a+")
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            f.close()
+            raise ConfigError(
+                f"--out={self.out} is being written by another fervid run (pid {holder}); "
+                "wait for it to finish or choose another --out"
+            ) from None
+        f.truncate(0)
+        f.write(str(os.getpid()))
+        f.flush()
+        return f
+
+    def _remove_leftovers(self) -> None:
+        """Temporary files of a crashed run, and frames/segments parts of a video whose
+        videos part is missing (a crash while it was being replaced: it is not done).
+        Safe because this store holds the lock."""
+        for t in TABLES:
+            for p in (self.root / t).glob(".*.tmp-*"):
+                p.unlink(missing_ok=True)
+        if self.layout is Layout.FILE:
+            for dest in output_paths(self.out).values():
+                for p in dest.parent.glob(f".{glob_escape(dest.name)}.tmp-*"):
+                    p.unlink(missing_ok=True)
+        done = self._keys(VIDEOS)
+        for t in (FRAMES, SEGMENTS):
+            for key in self._keys(t) - done:
+                self._part(t, key).unlink(missing_ok=True)
+                self._dirty = True
+
+    def _check_class_names(self) -> None:
+        """Refuse to mix tables of models with different classes in one --out."""
+        for t in TABLES:
+            files = _parquet_files(self.root / t)
+            if not files:
+                continue
+            names = pq.read_schema(files[0]).names
+            if names != self.schemas[t].names:
+                raise ConfigError(
+                    f"--out={self.out} holds {t} rows with columns {names}, but this run "
+                    f"writes {self.schemas[t].names} (another model's classes?); "
+                    "choose another --out"
+                )
+
+    def _adopt_consolidated(self) -> None:
+        """When consolidated files exist but the parts folder holds no videos (it was
+        deleted, or the files were copied here), split the files back into parts so
+        that the next finalize keeps their videos. Skipped rows that share a video_id
+        with a processed row are dropped (the run that found the duplicate re-adds it)."""
+        paths = output_paths(self.out)
+        if self._keys(VIDEOS) or not paths[VIDEOS].exists():
+            return
+        for t in TABLES:
+            if paths[t].exists() and pq.read_schema(paths[t]).names != self.schemas[t].names:
+                raise ConfigError(
+                    f"--out={self.out}: {paths[t].name} has other columns than this run writes "
+                    "(another model's classes?); choose another --out"
+                )
+        meta = {
+            k: v
+            for k, v in (pq.read_schema(paths[VIDEOS]).metadata or {}).items()
+            if k.startswith(b"fervid.")
+        }  # the adopted rows keep the settings they were made with
+        try:
+            tables = {
+                t: _read_files([paths[t]], self.schemas[t]) for t in TABLES if paths[t].exists()
+            }
+        except (OSError, pa.ArrowException) as e:
+            raise ConfigError(
+                f"--out={self.out}: cannot read the existing results to keep them ({e}); "
+                "move them away or choose another --out"
+            ) from e
+        videos = tables[VIDEOS]
+        ids = videos.column("video_id").to_pylist()
+        statuses = videos.column("status").to_pylist()
+        processed = {v for v, s in zip(ids, statuses, strict=True) if s != STATUS_SKIPPED}
+        last = {}  # video_id -> index of the row kept: one row per part
+        for i, (v, s) in enumerate(zip(ids, statuses, strict=True)):
+            if s != STATUS_SKIPPED or v not in processed:
+                last[v] = i
+        videos = videos.take(pa.array(sorted(last.values()), pa.int64()))
+        grouped = {t: _split_by_video(tables[t]) for t in (FRAMES, SEGMENTS) if t in tables}
+        for vid, row in _split_by_video(videos).items():
+            parts = {
+                t: grouped.get(t, {}).get(vid, self.schemas[t].empty_table())
+                for t in (FRAMES, SEGMENTS)
+            }
+            for t, table in (*parts.items(), (VIDEOS, row)):  # videos last
+                tmp = self._write_temp(table, self._part(t, vid), metadata=meta)
+                os.replace(tmp, self._part(t, vid))
+        for t in TABLES:
+            _fsync_dir(self.root / t)
+
+    def _scan_completed(self) -> dict[str, str]:
+        files = _parquet_files(self.root / VIDEOS)
+        if not files:
+            return {}
+        cols = ["video_id", "status", "settings_hash"]
+        t = ds.dataset(files, format="parquet").to_table(columns=cols)
+        done: dict[str, str] = {}
+        for vid, status, h in zip(*(t.column(c).to_pylist() for c in cols), strict=True):
+            if status == STATUS_OK:
+                done[vid] = h
+        return done
+
+    # ----------------------------------------------------------------------- consolidation
+    def _ordered_keys(self) -> list[str]:
+        """Part keys in the order their rows appear in the consolidated files: by path."""
+        keys = sorted(self._keys(VIDEOS))
+        if not keys:
+            return []
+        t = ds.dataset([self._part(VIDEOS, k) for k in keys], format="parquet").to_table(
+            columns=["path"]
+        )
+        paths = t.column("path").to_pylist()  # one row per part, in file-list order
+        if len(paths) != len(keys):  # parts written by hand with several rows: read one by one
+            paths = [
+                pq.read_table(self._part(VIDEOS, k), columns=["path"])[0][0].as_py() for k in keys
+            ]
+        return [k for _, k in sorted(zip(paths, keys, strict=True))]
+
+    def _consolidate(self, table: str, keys: list[str], dest: Path) -> None:
+        schema = self.schemas[table].with_metadata(self.metadata)
+        tmp = _temp_name(dest)
+        try:
+            with pq.ParquetWriter(tmp, schema, compression=_COMPRESSION) as writer:
+                buffered: list[pa.Table] = []
+                rows = 0
+                for k in keys:
+                    part = self._part(table, k)
+                    if not part.exists():
+                        continue
+                    buffered.append(_read_files([part], self.schemas[table]))
+                    rows += buffered[-1].num_rows
+                    if rows >= ROW_GROUP_ROWS:
+                        writer.write_table(
+                            pa.concat_tables(buffered), row_group_size=ROW_GROUP_ROWS
+                        )
+                        buffered, rows = [], 0
+                if buffered or not keys:
+                    writer.write_table(
+                        pa.concat_tables(buffered)
+                        if buffered
+                        else self.schemas[table].empty_table()
+                    )
+            _fsync_file(tmp)
+            os.replace(tmp, dest)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(dest.parent)
+
+    def _fresh(self, paths: dict[str, Path]) -> bool:
+        """True when every consolidated file exists, holds as many videos as there are
+        parts, no part is newer and none was removed by this store."""
+        if self._dirty or not all(p.exists() for p in paths.values()):
+            return False
+        if pq.read_metadata(paths[VIDEOS]).num_rows != len(self._keys(VIDEOS)):
+            return False  # a part was removed
+        oldest = min(p.stat().st_mtime_ns for p in paths.values())
+        return all(
+            p.stat().st_mtime_ns <= oldest for t in TABLES for p in _parquet_files(self.root / t)
+        )
+
+
+# --------------------------------------------------------------------------- reading
+def read_table(out: Path, table: str) -> pa.Table:
+    """Read one table (``frames``, ``segments`` or ``videos``) of either layout, with its
+    declared schema and the Parquet metadata of the files.
+
+    File mode reads the consolidated file, or the parts when the run was not finalized.
+    Dataset mode reads ``out/<table>/*.parquet``. Frames/segments of a video whose
+    videos file is missing (a crash mid-write) are left out.
+    """
+    if table not in TABLES:
+        raise ValueError(f"table={table!r}; expected one of {list(TABLES)}")
+    out = Path(out)
+    layout = layout_of(out)
+    if layout is Layout.FILE and output_paths(out)[table].exists():
+        files = [output_paths(out)[table]]
+    else:
+        root = parts_root(out)
+        done = {p.name for p in _parquet_files(root / VIDEOS)}
+        files = [p for p in _parquet_files(root / table) if p.name in done]
+    if not files:
+        raise InputError(
+            f"no {table} results at {out}; expected a fervid process output "
+            "(results.parquet or a results folder)"
+        )
+    schema = schema_for(table, _class_names(table, pq.read_schema(files[0]).names))
+    result = _read_files(files, schema)
+    meta = pq.read_schema(files[0]).metadata or {}
+    return result.replace_schema_metadata(
+        {k: v for k, v in meta.items() if k.startswith(b"fervid.")}
+    )
+
+
+def _class_names(table: str, names: list[str]) -> tuple[str, ...]:
+    prefix = {FRAMES: "prob_", SEGMENTS: "mean_prob_", VIDEOS: "share_"}[table]
+    return tuple(n[len(prefix) :] for n in names if n.startswith(prefix))
+
+
+def _read_files(files: Iterable[Path], schema: pa.Schema) -> pa.Table:
+    """Files of one table as ``schema`` (Parquet stores timestamp[s] as ms: cast back)."""
+    files = [str(f) for f in files]
+    if not files:
+        return schema.empty_table()
+    return ds.dataset(files, format="parquet", schema=schema).to_table()
+
+
+def _split_by_video(table: pa.Table) -> dict[str, pa.Table]:
+    """video_id -> that video's rows (in their original order)."""
+    if table.num_rows == 0:
+        return {}
+    table = table.take(pc.sort_indices(table, [("video_id", "ascending")]))  # a stable sort
+    codes = pc.dictionary_encode(table.column("video_id")).combine_chunks()
+    idx = codes.indices.to_numpy()
+    starts = [0, *(np.flatnonzero(np.diff(idx)) + 1).tolist()]
+    stops = [*starts[1:], len(idx)]
+    return {
+        codes.dictionary[int(idx[a])].as_py(): table.slice(a, b - a)
+        for a, b in zip(starts, stops, strict=True)
+    }
+
+
+def _parquet_files(folder: Path) -> list[Path]:
+    """Visible ``*.parquet`` files of a folder (temporaries are hidden and end otherwise)."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.glob(f"*{PART_SUFFIX}") if not p.name.startswith("."))
+
+
+def _temp_name(dest: Path) -> Path:
+    # hidden, and not ending in .parquet, so globs and dataset readers skip it
+    return dest.with_name(f".{dest.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):  # not every platform can open a folder to fsync it
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

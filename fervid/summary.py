@@ -1,0 +1,522 @@
+"""Per-session summaries: one row per (video, face) with affect indices and data quality.
+
+A *session* is one recording (one row of the videos table). For every face track in it
+this module computes, from the smoothed per-frame probabilities:
+
+- ``share_<c>``: share of the face-present time whose smoothed label is ``c``;
+- ``mean_smooth_<c>``: time-weighted mean smoothed probability of ``c``;
+- ``n_segments_<c>`` / ``mean_segment_s_<c>``: emotion segments (from the segments table);
+- ``dominant_emotion``; ``positive_share`` / ``negative_share`` (label time shares);
+  ``positive_affect`` / ``negative_affect`` / ``valence`` (from probabilities);
+- ``valence_sd`` and ``expressivity``: how much affect varies within the session;
+- data quality: ``n_face_frames``, ``face_present_s``, ``face_present_ratio``,
+  ``mean_det_score``, ``frames_sampled``, ``sample_interval_s``.
+
+Every formula, its range and its caveats are in ``docs/indices.md``. One row per video is
+flagged ``is_patient``: the face present longest (ties -> lower ``face_id``) unless a
+per-video override names another face. A video with no face, or one that failed, still
+gets exactly one row (``face_id`` null, ``is_patient`` true) so that filtering
+``is_patient`` always yields one row per session.
+
+Time weighting: each face row stands for the time until the same face's next sample,
+capped at the video's sampling interval ``dt`` (``duration_s / frames_sampled``); the
+last row of a track stands for ``dt``. Frames in which the face was not detected count as
+absent, never as the previous emotion.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from fervid.errors import ConfigError, DataError, InputError
+from fervid.modelfile import EMOTIONS
+from fervid.schema import FRAMES, SEGMENTS, STATUS_OK, VIDEOS, schema_for, share_col, smooth_col
+from fervid.store import Layout, layout_of, output_paths, parts_root, read_table
+
+# --------------------------------------------------------------------------- indices
+#: Classes counted as positive / negative affect. Classes a model lacks are ignored.
+POSITIVE_EMOTIONS: tuple[str, ...] = ("happy",)
+NEGATIVE_EMOTIONS: tuple[str, ...] = ("angry", "disgust", "fear", "sad")
+#: Surprise can be pleasant or not: it counts as positive only through ``surprise_weight``.
+AMBIGUOUS_EMOTION = "surprise"
+
+#: Sampling interval assumed when a video row gives neither duration nor frame count and
+#: the face rows have a single timestamp (the default ``--fps 2``).
+FALLBACK_INTERVAL_S = 0.5
+
+# How the patient row of a session was chosen (column ``patient_rule``).
+RULE_LONGEST, RULE_OVERRIDE = "longest_present", "override"
+RULE_NO_FACE, RULE_NOT_ANALYSED = "no_face", "not_analysed"
+
+#: Parquet key-value metadata: the index settings a sessions table was computed with.
+META_INDEX_SETTINGS = b"fervid.index_settings"
+
+SESSIONS_FILE = "sessions.parquet"
+
+
+@dataclass(frozen=True, kw_only=True)
+class IndexSettings:
+    """Tunables of the session indices.
+
+    ``surprise_weight`` in [0, 1]: the fraction of surprise counted as positive affect.
+    0 (default) leaves surprise out of valence; raising it makes sessions with startled
+    or amazed faces look more positive, which is right for pleasant surprise only.
+    """
+
+    surprise_weight: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.surprise_weight <= 1.0:
+            raise ConfigError(
+                f"surprise_weight={self.surprise_weight}; expected a value in [0, 1] "
+                "(0 leaves surprise out of valence, 1 counts it as fully positive)"
+            )
+
+
+# --------------------------------------------------------------------------- schema
+def mean_smooth_col(c: str) -> str:
+    return f"mean_smooth_{c}"
+
+
+def n_segments_col(c: str) -> str:
+    return f"n_segments_{c}"
+
+
+def mean_segment_col(c: str) -> str:
+    return f"mean_segment_s_{c}"
+
+
+#: Session-level columns that do not depend on the class names.
+SESSION_COLUMNS = frozenset(
+    {
+        "video_id", "path", "file_name", "subject", "session", "session_date", "status",
+        "face_id", "is_patient", "patient_rule", "n_faces", "video_duration_s",
+        "frames_sampled", "sample_interval_s", "n_face_frames", "face_present_s",
+        "face_present_ratio", "mean_det_score", "n_segments", "dominant_emotion",
+        "positive_share", "negative_share", "positive_affect", "negative_affect", "valence",
+        "valence_sd", "expressivity", "settings_hash", "processed_at",
+    }
+)  # fmt: skip
+
+#: The indices (all in probability / fraction units) that trends follow by default.
+INDEX_COLUMNS = ("valence", "expressivity", "valence_sd", "positive_affect", "negative_affect")
+
+
+def sessions_schema(class_names: tuple[str, ...] = EMOTIONS) -> pa.Schema:
+    """One row per face track per video (plus one placeholder row for a faceless video)."""
+    f64 = pa.float64()
+    return pa.schema(
+        [
+            pa.field("video_id", pa.string(), nullable=False),
+            pa.field("path", pa.string()),
+            pa.field("file_name", pa.string()),
+            pa.field("subject", pa.string()),
+            pa.field("session", pa.string()),
+            pa.field("session_date", pa.date32()),
+            pa.field("status", pa.string(), nullable=False),  # the video's: ok | failed | skipped
+            pa.field("face_id", pa.int32()),  # null: no face in the video / not analysed
+            pa.field("is_patient", pa.bool_(), nullable=False),  # exactly one per video
+            pa.field("patient_rule", pa.string()),  # on the patient row: how it was chosen
+            pa.field("n_faces", pa.int32()),  # face tracks in the video
+            pa.field("video_duration_s", f64),
+            pa.field("frames_sampled", pa.int64()),
+            pa.field("sample_interval_s", f64),  # dt: the weight of one sampled frame
+            pa.field("n_face_frames", pa.int64()),  # sampled frames with this face
+            pa.field("face_present_s", f64),  # sum of row weights (seconds)
+            pa.field("face_present_ratio", f64),  # n_face_frames / frames_sampled
+            pa.field("mean_det_score", f64),
+            *[pa.field(share_col(c), f64) for c in class_names],
+            *[pa.field(mean_smooth_col(c), f64) for c in class_names],
+            pa.field("n_segments", pa.int32()),
+            *[pa.field(n_segments_col(c), pa.int32()) for c in class_names],
+            *[pa.field(mean_segment_col(c), f64) for c in class_names],
+            pa.field("dominant_emotion", pa.string()),
+            pa.field("positive_share", f64),
+            pa.field("negative_share", f64),
+            pa.field("positive_affect", f64),
+            pa.field("negative_affect", f64),
+            pa.field("valence", f64),  # positive_affect - negative_affect, in [-1, 1]
+            pa.field("valence_sd", f64),  # time-weighted SD of per-frame valence, [0, 1]
+            pa.field("expressivity", f64),  # mean TV distance to the session mean, [0, 1 - 1/C]
+            pa.field("settings_hash", pa.string()),
+            pa.field("processed_at", pa.timestamp("s", tz="UTC")),
+        ]
+    )
+
+
+def class_names_of(table: pa.Table | pd.DataFrame, prefix: str) -> tuple[str, ...]:
+    """Class names from the ``<prefix><class>`` columns, in column order."""
+    cols = table.schema.names if isinstance(table, pa.Table) else [str(c) for c in table.columns]
+    return tuple(c[len(prefix) :] for c in cols if c.startswith(prefix))
+
+
+# --------------------------------------------------------------------------- reading
+def _read_table(out: Path, table: str, columns: list[str] | None = None) -> pa.Table:
+    """One table of either output layout; frames / segments of an output that has none
+    are an empty table (the videos table is the one that must exist)."""
+    try:
+        t = read_table(Path(out), table)
+    except InputError:
+        if table == VIDEOS:
+            raise
+        t = schema_for(table).empty_table()
+    return t.select(columns) if columns is not None else t
+
+
+def sessions_path(out: Path) -> Path:
+    """Where ``sessions.parquet`` lives for an output: ``dir/sessions.parquet`` or
+    ``results.sessions.parquet`` next to ``results.parquet``."""
+    out = Path(out)
+    if layout_of(out) is Layout.FILE:
+        return out.with_name(f"{out.stem}.sessions.parquet")
+    return out / SESSIONS_FILE
+
+
+# --------------------------------------------------------------------------- override
+def load_patient_override(source: Mapping[str, int] | Path | str | None) -> dict[str, int]:
+    """The patient face per video: a mapping, or a JSON / CSV file.
+
+    JSON: ``{"<video_id>": <face_id>, ...}`` or ``[{"video_id": ..., "face_id": ...}]``.
+    CSV: a header with ``video_id`` and ``face_id`` columns.
+    """
+    if source is None:
+        return {}
+    if isinstance(source, Mapping):
+        items = list(source.items())
+        where = "patient_override"
+    else:
+        path = Path(source)
+        where = f"patient override file {path}"
+        if not path.is_file():
+            raise InputError(f"{where} does not exist; give a JSON or CSV file")
+        if path.suffix.lower() == ".json":
+            data = json.loads(path.read_text())
+            if isinstance(data, dict):
+                items = list(data.items())
+            elif isinstance(data, list):
+                items = [(d.get("video_id"), d.get("face_id")) for d in data]
+            else:
+                raise ConfigError(
+                    f"{where}: expected a JSON object or list, got {type(data).__name__}"
+                )
+        elif path.suffix.lower() == ".csv":
+            with path.open(newline="") as fh:
+                reader = csv.DictReader(fh)
+                if not reader.fieldnames or not {"video_id", "face_id"} <= set(reader.fieldnames):
+                    raise ConfigError(
+                        f"{where}: header {reader.fieldnames}; expected columns video_id,face_id"
+                    )
+                items = [(r["video_id"], r["face_id"]) for r in reader]
+        else:
+            raise ConfigError(f"{where}: suffix {path.suffix!r}; expected .json or .csv")
+    out: dict[str, int] = {}
+    for vid, fid in items:
+        try:
+            face = int(fid)
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"{where}: face_id={fid!r} for video {vid!r}; expected an integer face_id"
+            ) from None
+        if not isinstance(vid, str) or not vid:
+            raise ConfigError(f"{where}: video_id={vid!r}; expected a non-empty string")
+        out[vid] = face
+    return out
+
+
+# --------------------------------------------------------------------------- summarize
+_FRAME_COLS = ["video_id", "face_id", "timestamp_s", "det_score", "smoothed_label"]
+_SEGMENT_COLS = ["video_id", "face_id", "emotion", "duration_s"]
+
+
+def _df(t: pa.Table | pd.DataFrame, cols: list[str], what: str) -> pd.DataFrame:
+    names = t.schema.names if isinstance(t, pa.Table) else list(t.columns)
+    missing = [c for c in cols if c not in names]
+    if missing:
+        raise DataError(f"{what} table lacks columns {missing}; expected a fervid {what} table")
+    if isinstance(t, pa.Table):
+        return t.select(cols).to_pandas()
+    return t.loc[:, cols].reset_index(drop=True)
+
+
+def summarize_sessions(
+    frames: pa.Table | pd.DataFrame,
+    segments: pa.Table | pd.DataFrame,
+    videos: pa.Table | pd.DataFrame,
+    patient_override: Mapping[str, int] | Path | str | None = None,
+    *,
+    settings: IndexSettings = IndexSettings(),
+    class_names: tuple[str, ...] | None = None,
+) -> pa.Table:
+    """Summarize every session (row of ``videos``) per face; see the module docstring.
+
+    ``frames``/``segments``/``videos``: fervid's tables (Arrow or pandas), any number of
+    videos. Frames of videos missing from ``videos`` are ignored (the videos table is the
+    list of sessions). ``patient_override``: video_id -> face_id, or a JSON/CSV file
+    (:func:`load_patient_override`); an entry naming a face absent from its video is a
+    :class:`ConfigError`. ``class_names``: default, the frames table's ``smooth_*``
+    columns. Returns a table with :func:`sessions_schema`, ordered by video then face.
+    """
+    classes = class_names or class_names_of(frames, "smooth_") or EMOTIONS
+    override = load_patient_override(patient_override)
+    schema = sessions_schema(classes)
+
+    v = _df(videos, ["video_id", "path", "file_name", "subject", "session", "session_date",
+                     "status", "duration_s", "frames_sampled", "settings_hash",
+                     "processed_at"], "videos")  # fmt: skip
+    # A video written twice (file layout, reprocessed): its latest row is the truth.
+    v = v.sort_values("processed_at", kind="stable", na_position="first")
+    v = v.drop_duplicates("video_id", keep="last").sort_values("video_id", kind="stable")
+
+    f = _df(frames, [*_FRAME_COLS, *[smooth_col(c) for c in classes]], "frames")
+    f = f.sort_values(["video_id", "face_id", "timestamp_s"], kind="stable").reset_index(drop=True)
+    ts = f["timestamp_s"].to_numpy(np.float64)
+    det = f["det_score"].to_numpy(np.float64)
+    probs = f[[smooth_col(c) for c in classes]].to_numpy(np.float64)  # (n, C)
+    codes = pd.Categorical(f["smoothed_label"], categories=list(classes)).codes  # -1: unknown
+    by_video: dict[str, dict[int, np.ndarray]] = {}
+    for (vid, fid), rows in f.groupby(["video_id", "face_id"], sort=False).indices.items():
+        by_video.setdefault(str(vid), {})[int(fid)] = np.asarray(rows)
+
+    s = _df(segments, _SEGMENT_COLS, "segments")
+    seg_stats = s.groupby(["video_id", "face_id", "emotion"]).agg(
+        n=("duration_s", "size"), mean_s=("duration_s", "mean")
+    )
+    seg_lookup: dict[tuple[str, int], dict[str, tuple[int, float]]] = {}
+    for (vid, fid, emo), r in seg_stats.iterrows():
+        seg_lookup.setdefault((str(vid), int(fid)), {})[str(emo)] = (
+            int(r["n"]),
+            float(r["mean_s"]),
+        )
+
+    rows: list[dict[str, Any]] = []
+    for video in v.to_dict("records"):
+        vid = str(video["video_id"])
+        base = {
+            "video_id": vid, "path": video["path"], "file_name": video["file_name"],
+            "subject": _none(video["subject"]), "session": _none(video["session"]),
+            "session_date": _none(video["session_date"]), "status": video["status"],
+            "settings_hash": _none(video["settings_hash"]),
+            "processed_at": _none(video["processed_at"]),
+            "video_duration_s": _float(video["duration_s"]),
+            "frames_sampled": _int(video["frames_sampled"]),
+        }  # fmt: skip
+        if video["status"] != STATUS_OK:  # failed or skipped: nothing to summarize
+            rows.append({**base, "is_patient": True, "patient_rule": RULE_NOT_ANALYSED})
+            continue
+        faces = by_video.get(vid, {})
+        dt = _sample_interval(base["video_duration_s"], base["frames_sampled"], faces, ts)
+        base["sample_interval_s"] = dt
+        base["n_faces"] = len(faces)
+        if not faces:
+            if vid in override:
+                _bad_override(vid, override[vid], [])
+            rows.append(
+                {
+                    **base,
+                    "is_patient": True,
+                    "patient_rule": RULE_NO_FACE,
+                    "n_face_frames": 0,
+                    "face_present_s": 0.0,
+                    "n_segments": 0,
+                    "face_present_ratio": 0.0 if base["frames_sampled"] else None,
+                    **{n_segments_col(c): 0 for c in classes},
+                }
+            )
+            continue
+        stats = {
+            fid: _face_stats(ts[r], det[r], probs[r], codes[r], dt, classes, settings)
+            for fid, r in sorted(faces.items())
+        }
+        if vid in override:
+            patient, rule = override[vid], RULE_OVERRIDE
+            if patient not in stats:
+                _bad_override(vid, patient, sorted(stats))
+        else:
+            # Longest present; ties (to the microsecond) go to the lower face_id.
+            patient = min(stats, key=lambda k: (-round(stats[k]["face_present_s"], 6), k))
+            rule = RULE_LONGEST
+        for fid, st in stats.items():
+            ratio = st["n_face_frames"] / base["frames_sampled"] if base["frames_sampled"] else (
+                st["face_present_s"] / base["video_duration_s"]
+                if base["video_duration_s"] else None
+            )  # fmt: skip
+            seg = seg_lookup.get((vid, fid), {})
+            rows.append(
+                {
+                    **base,
+                    **st,
+                    "face_id": fid,
+                    "is_patient": fid == patient,
+                    "patient_rule": rule if fid == patient else None,
+                    "face_present_ratio": None if ratio is None else min(1.0, ratio),
+                    "n_segments": sum(n for n, _ in seg.values()),
+                    **{n_segments_col(c): seg.get(c, (0, 0.0))[0] for c in classes},
+                    **{mean_segment_col(c): seg[c][1] if c in seg else None for c in classes},
+                }
+            )
+    table = pa.Table.from_pylist(rows, schema=schema)
+    meta = {META_INDEX_SETTINGS: json.dumps({"surprise_weight": settings.surprise_weight})}
+    return table.replace_schema_metadata(meta)
+
+
+def _face_stats(
+    t: np.ndarray,
+    det: np.ndarray,
+    p: np.ndarray,
+    codes: np.ndarray,
+    dt: float,
+    classes: tuple[str, ...],
+    settings: IndexSettings,
+) -> dict[str, Any]:
+    """Indices of one face track. ``t`` (n,) seconds ascending, ``det`` (n,), ``p`` (n, C)
+    smoothed probabilities, ``codes`` (n,) smoothed label index (-1 unknown), ``dt`` s."""
+    n = len(t)
+    w = np.full(n, dt, np.float64)  # seconds each row stands for
+    w[:-1] = np.clip(np.diff(t), 0.0, dt)
+    total = float(w.sum())  # > 0: the last row always stands for dt
+    known = codes >= 0
+    shares = np.bincount(codes[known], weights=w[known], minlength=len(classes)) / total
+    mean_p = (w[:, None] * p).sum(axis=0) / total
+
+    idx = {c: i for i, c in enumerate(classes)}
+    pos_i = [idx[c] for c in POSITIVE_EMOTIONS if c in idx]
+    neg_i = [idx[c] for c in NEGATIVE_EMOTIONS if c in idx]
+    sw = settings.surprise_weight if AMBIGUOUS_EMOTION in idx else 0.0
+    sur = p[:, idx[AMBIGUOUS_EMOTION]] if AMBIGUOUS_EMOTION in idx else np.zeros(n)
+    pos_t = p[:, pos_i].sum(axis=1) + sw * sur  # (n,) per-frame positive affect
+    neg_t = p[:, neg_i].sum(axis=1)
+    val_t = pos_t - neg_t  # (n,) per-frame valence in [-1, 1]
+    valence = float(np.average(val_t, weights=w))
+    tv_t = 0.5 * np.abs(p - mean_p).sum(axis=1)  # (n,) total-variation distance to the mean
+    sur_share = shares[idx[AMBIGUOUS_EMOTION]] if AMBIGUOUS_EMOTION in idx else 0.0
+    return {
+        "n_face_frames": n,
+        "face_present_s": total,
+        "mean_det_score": float(det.mean()),
+        **{share_col(c): float(shares[i]) for i, c in enumerate(classes)},
+        **{mean_smooth_col(c): float(mean_p[i]) for i, c in enumerate(classes)},
+        "dominant_emotion": classes[int(np.argmax(shares))] if known.any() else None,
+        "positive_share": float(shares[pos_i].sum() + sw * sur_share),
+        "negative_share": float(shares[neg_i].sum()),
+        "positive_affect": float(np.average(pos_t, weights=w)),
+        "negative_affect": float(np.average(neg_t, weights=w)),
+        "valence": valence,
+        "valence_sd": float(math.sqrt(np.average((val_t - valence) ** 2, weights=w))),
+        "expressivity": float(np.average(tv_t, weights=w)),
+    }
+
+
+def _sample_interval(
+    duration: float | None, sampled: int | None, faces: dict[int, np.ndarray], ts: np.ndarray
+) -> float:
+    """Seconds one sampled frame stands for: duration / frames sampled, else the median
+    step between distinct face timestamps, else :data:`FALLBACK_INTERVAL_S`."""
+    if duration and sampled and duration > 0 and sampled > 0:
+        return float(duration) / float(sampled)
+    if faces:
+        uniq = np.unique(np.concatenate([ts[r] for r in faces.values()]))
+        if len(uniq) > 1:
+            return float(np.median(np.diff(uniq)))
+    return FALLBACK_INTERVAL_S
+
+
+def _bad_override(vid: str, face: int, present: list[int]) -> None:
+    raise ConfigError(
+        f"patient override for video {vid!r}: face_id={face} does not occur in that video "
+        f"(faces present: {present}); fix the override or remove the entry"
+    )
+
+
+def _none(x: Any) -> Any:
+    if x is None or x is pd.NaT:
+        return None
+    if isinstance(x, float) and math.isnan(x):
+        return None
+    if isinstance(x, pd.Timestamp):
+        return x.to_pydatetime()
+    return x
+
+
+def _float(x: Any) -> float | None:
+    x = _none(x)
+    return None if x is None else float(x)
+
+
+def _int(x: Any) -> int | None:
+    x = _none(x)
+    return None if x is None else int(x)
+
+
+# --------------------------------------------------------------------------- files
+def summarize_dir(
+    out: Path,
+    patient_override: Mapping[str, int] | Path | str | None = None,
+    *,
+    settings: IndexSettings = IndexSettings(),
+) -> pa.Table:
+    """:func:`summarize_sessions` over a fervid output (``dir/`` or ``results.parquet``)."""
+    videos = _read_table(out, VIDEOS)
+    frames = _read_table(out, FRAMES)
+    classes = class_names_of(frames, "smooth_") or EMOTIONS
+    frames = frames.select([*_FRAME_COLS, *[smooth_col(c) for c in classes]])
+    segments = _read_table(out, SEGMENTS, _SEGMENT_COLS)
+    return summarize_sessions(
+        frames, segments, videos, patient_override, settings=settings, class_names=classes
+    )
+
+
+def write_sessions(table: pa.Table, path: Path) -> Path:
+    """Write a sessions table atomically; refuse a table that does not match the schema."""
+    classes = class_names_of(table, "share_")
+    expected = sessions_schema(classes)
+    if not table.schema.equals(expected, check_metadata=False):
+        diff = sorted(set(map(str, expected)) ^ set(map(str, table.schema)))
+        raise DataError(
+            f"sessions table does not match sessions_schema({classes}); differing fields: "
+            f"{diff[:6]}; build it with summarize_sessions()"
+        )
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)  # readers never see a half-written file
+    return path
+
+
+def load_sessions(
+    out: Path,
+    patient_override: Mapping[str, int] | Path | str | None = None,
+    *,
+    settings: IndexSettings = IndexSettings(),
+) -> pa.Table:
+    """The sessions of a fervid output: its ``sessions.parquet`` when that is newer than
+    every videos file and no override is given, else summarized afresh (not written)."""
+    path = sessions_path(out)
+    if patient_override is None and path.is_file():
+        videos = [output_paths(out)[VIDEOS], *(parts_root(out) / VIDEOS).glob("*.parquet")]
+        newest = max((p.stat().st_mtime_ns for p in videos if p.is_file()), default=0)
+        if path.stat().st_mtime_ns >= newest:
+            return read_sessions(path)
+    return summarize_dir(out, patient_override, settings=settings)
+
+
+def read_sessions(path: Path) -> pa.Table:
+    """A ``sessions.parquet`` written by :func:`write_sessions`."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path} does not exist; build it with summarize_dir() + write_sessions()")
+    t = pq.read_table(path)
+    # Parquet has no second-resolution timestamps: cast back to the declared schema.
+    return t.cast(sessions_schema(class_names_of(t, "share_")).with_metadata(t.schema.metadata))

@@ -1,0 +1,410 @@
+"""Per-subject trends across sessions: rolling means, change from baseline, departure flags.
+
+Input: a sessions table (:func:`fervid.summary.summarize_sessions`). Only each session's
+patient row of an analysed video (``is_patient`` and ``status == 'ok'``) is followed.
+Sessions of a subject are ordered by ``session_date``; sessions without a date follow,
+in processed order (``processed_at``, then ``video_id``).
+
+For every index (valence, expressivity, each emotion share by default):
+
+- a session is *usable* when its patient face was present at least ``min_face_s``
+  seconds; unusable sessions keep their value but enter neither baselines, rolling means
+  nor flags (a 3-second glimpse is not evidence of a change);
+- ``rolling_mean``: at a usable session, the mean of the usable values among the last
+  ``window`` sessions (null at sessions that are not usable);
+- the *baseline*: the subject's first ``baseline_n`` usable sessions (or the usable
+  sessions dated within ``baseline_dates``, at least 2); it has a mean and an SD
+  (sample SD, ddof = 1);
+- ``change = value - baseline_mean``; ``z = change / max(baseline_sd, sd_floor)``;
+- ``departure = |z| > threshold`` for usable sessions outside the baseline; null when the
+  subject has no complete baseline (e.g. a single session), for baseline sessions and
+  for unusable ones.
+
+The rule, its defaults and its caveats are in ``docs/indices.md``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from rich.table import Table
+from rich.text import Text
+
+from fervid.errors import ConfigError, DataError, InputError
+from fervid.schema import STATUS_OK, share_col
+from fervid.summary import class_names_of
+
+#: Parquet / Arrow key-value metadata: the settings a trends table was computed with.
+META_TREND_SETTINGS = b"fervid.trend_settings"
+
+#: Indices followed by default, before the per-emotion shares.
+HEADLINE_INDICES = ("valence", "expressivity")
+
+#: Columns of the trends table (long format: one row per session per index).
+TREND_COLUMNS = (
+    "subject", "video_id", "file_name", "session_date", "processed_at", "session_number",
+    "face_present_s", "face_present_ratio", "usable", "index", "value", "rolling_mean",
+    "baseline_mean", "baseline_sd", "baseline_sessions", "in_baseline", "change", "z",
+    "departure",
+)  # fmt: skip
+
+
+def trends_schema() -> pa.Schema:
+    f64 = pa.float64()
+    return pa.schema(
+        [
+            pa.field("subject", pa.string()),  # null: sessions without a subject, followed together
+            pa.field("video_id", pa.string(), nullable=False),
+            pa.field("file_name", pa.string()),
+            pa.field("session_date", pa.date32()),
+            pa.field("processed_at", pa.timestamp("s", tz="UTC")),
+            pa.field("session_number", pa.int32(), nullable=False),  # 1.. in the subject's order
+            pa.field("face_present_s", f64),
+            pa.field("face_present_ratio", f64),
+            pa.field("usable", pa.bool_(), nullable=False),  # face_present_s >= min_face_s
+            pa.field("index", pa.string(), nullable=False),  # a sessions-table column
+            pa.field("value", f64),
+            pa.field("rolling_mean", f64),  # of usable values among the last `window` sessions
+            pa.field("baseline_mean", f64),
+            pa.field("baseline_sd", f64),  # sample SD (ddof=1), before the floor
+            pa.field("baseline_sessions", pa.int32(), nullable=False),  # sessions in the baseline
+            pa.field("in_baseline", pa.bool_(), nullable=False),
+            pa.field("change", f64),  # value - baseline_mean
+            pa.field("z", f64),  # change / max(baseline_sd, sd_floor)
+            pa.field("departure", pa.bool_()),  # |z| > threshold; null when not judged
+        ]
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrendSettings:
+    """How baselines and departures are computed.
+
+    ``baseline_n``: sessions in the baseline (>= 2); more gives a steadier baseline but
+    flags nothing until that many sessions exist. ``window``: sessions in the rolling
+    mean. ``threshold``: departures are beyond ``threshold`` baseline SDs; raising it
+    flags fewer sessions (fewer false alarms, later detection). ``sd_floor``: the smallest
+    SD used (index units); without it a very steady baseline flags tiny changes.
+    ``min_face_s``: sessions with less face-present time are not judged.
+    ``baseline_dates``: (first, last) inclusive; replaces ``baseline_n`` when given.
+    """
+
+    baseline_n: int = 3
+    window: int = 3
+    threshold: float = 2.0
+    sd_floor: float = 0.05
+    min_face_s: float = 10.0
+    baseline_dates: tuple[dt.date, dt.date] | None = None
+
+    def __post_init__(self) -> None:
+        if self.baseline_n < 2:
+            raise ConfigError(
+                f"baseline_n={self.baseline_n}; expected >= 2 sessions (an SD needs two)"
+            )
+        if self.window < 1:
+            raise ConfigError(f"window={self.window}; expected >= 1 session")
+        if not self.threshold > 0:
+            raise ConfigError(f"threshold={self.threshold}; expected a positive number of SDs")
+        if not self.sd_floor > 0:
+            raise ConfigError(f"sd_floor={self.sd_floor}; expected > 0 (index units, e.g. 0.05)")
+        if not self.min_face_s >= 0:
+            raise ConfigError(f"min_face_s={self.min_face_s}; expected >= 0 seconds")
+        if self.baseline_dates is not None:
+            first, last = self.baseline_dates
+            if not (isinstance(first, dt.date) and isinstance(last, dt.date) and first <= last):
+                raise ConfigError(
+                    f"baseline_dates={self.baseline_dates}; expected (first, last) dates with "
+                    "first <= last"
+                )
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        if self.baseline_dates is not None:
+            d["baseline_dates"] = [x.isoformat() for x in self.baseline_dates]
+        return d
+
+    def describe(self) -> str:
+        """One sentence for captions."""
+        base = (
+            f"usable sessions dated {self.baseline_dates[0]} to {self.baseline_dates[1]}"
+            if self.baseline_dates
+            else f"first {self.baseline_n} usable sessions"
+        )
+        return (
+            f"baseline: {base}; departure: |value − baseline mean| > {self.threshold:g} × "
+            f"max(baseline SD, {self.sd_floor:g}); usable: face present ≥ {self.min_face_s:g} s"
+        )
+
+
+def default_indices(sessions: pa.Table | pd.DataFrame) -> tuple[str, ...]:
+    """valence, expressivity and one share per emotion class of the sessions table."""
+    return (*HEADLINE_INDICES, *[share_col(c) for c in class_names_of(sessions, "share_")])
+
+
+def trends_table(
+    sessions: pa.Table | pd.DataFrame,
+    baseline_n: int = 3,
+    window: int = 3,
+    threshold: float = 2.0,
+    subject: str | None = None,
+    *,
+    indices: Sequence[str] | None = None,
+    baseline_dates: tuple[dt.date, dt.date] | None = None,
+    sd_floor: float = 0.05,
+    min_face_s: float = 10.0,
+) -> pa.Table:
+    """One row per (subject, session, index); see the module docstring for the rule.
+
+    ``sessions``: a sessions table (Arrow or pandas). ``subject``: follow only this
+    subject (an :class:`InputError` listing the subjects present when it has no analysed
+    session). ``indices``: sessions-table columns to follow (default
+    :func:`default_indices`). Returns a table with :func:`trends_schema`, ordered by
+    subject, session and index, with the settings in its metadata.
+    """
+    settings = TrendSettings(
+        baseline_n=baseline_n, window=window, threshold=threshold, sd_floor=sd_floor,
+        min_face_s=min_face_s, baseline_dates=baseline_dates,
+    )  # fmt: skip
+    return trends_with(sessions, settings, subject=subject, indices=indices)
+
+
+def trends_with(
+    sessions: pa.Table | pd.DataFrame,
+    settings: TrendSettings,
+    *,
+    subject: str | None = None,
+    indices: Sequence[str] | None = None,
+) -> pa.Table:
+    """:func:`trends_table` with a :class:`TrendSettings` object."""
+    index_cols = tuple(indices) if indices is not None else default_indices(sessions)
+    df = sessions.to_pandas() if isinstance(sessions, pa.Table) else sessions.copy()
+    needed = ["subject", "video_id", "file_name", "session_date", "processed_at", "status",
+              "is_patient", "face_present_s", "face_present_ratio", *index_cols]  # fmt: skip
+    missing = [c for c in needed if c not in df.columns]
+    if missing:
+        raise DataError(
+            f"sessions table lacks columns {missing}; build it with summarize_sessions()"
+        )
+    df = df.loc[df["is_patient"].astype(bool) & (df["status"] == STATUS_OK), needed]
+    if subject is not None:
+        present = sorted({str(s) for s in df["subject"].dropna()})
+        df = df.loc[df["subject"] == subject]
+        if df.empty:
+            raise InputError(
+                f"subject={subject!r} has no analysed session; subjects present: {present}"
+            )
+    # Dated sessions first, by date; undated ones after them, in processed order.
+    df = df.assign(
+        _date=pd.to_datetime(df["session_date"]), _proc=pd.to_datetime(df["processed_at"])
+    )
+    df = df.sort_values(["_date", "_proc", "video_id"], na_position="last", kind="stable")
+
+    rows: list[dict[str, Any]] = []
+    subjects = sorted(df["subject"].dropna().unique().tolist())
+    if df["subject"].isna().any():
+        subjects.append(None)
+    for subj in subjects:
+        g = df.loc[df["subject"].isna()] if subj is None else df.loc[df["subject"] == subj]
+        g = g.reset_index(drop=True)
+        present_s = g["face_present_s"].astype(float).fillna(0.0).to_numpy()
+        usable = present_s >= settings.min_face_s
+        dates = [None if pd.isna(x) else _as_date(x) for x in g["session_date"]]
+        for index in index_cols:
+            rows.extend(_index_rows(g, index, usable, dates, settings))
+    table = pa.Table.from_pylist(rows, schema=trends_schema())
+    return table.replace_schema_metadata({META_TREND_SETTINGS: json.dumps(settings.to_json())})
+
+
+def _index_rows(
+    g: pd.DataFrame,
+    index: str,
+    usable: np.ndarray,
+    dates: list[Any],
+    settings: TrendSettings,
+) -> list[dict[str, Any]]:
+    """The rows of one subject's sessions (already in order) for one index."""
+    value = pd.to_numeric(g[index], errors="coerce").astype(float).to_numpy()  # (n,) NaN: missing
+    used = np.where(usable, value, np.nan)  # values that may enter baselines and flags
+    rolling = pd.Series(used).rolling(settings.window, min_periods=1).mean().to_numpy().copy()
+    rolling[np.isnan(used)] = np.nan  # defined at usable sessions only
+    candidates = ~np.isnan(used)
+    if settings.baseline_dates is not None:
+        first, last = settings.baseline_dates
+        in_dates = np.array([d is not None and first <= d <= last for d in dates], bool)
+        in_base = candidates & in_dates
+        complete = in_base.sum() >= 2
+    else:
+        in_base = candidates & (np.cumsum(candidates) <= settings.baseline_n)
+        complete = in_base.sum() == settings.baseline_n
+    if complete:
+        mean = float(used[in_base].mean())
+        sd = float(used[in_base].std(ddof=1))
+        change = value - mean
+        z = change / max(sd, settings.sd_floor)
+        judged = candidates & ~in_base
+        departure = [
+            bool(abs(zi) > settings.threshold) if j else None
+            for zi, j in zip(z, judged, strict=True)
+        ]
+    else:
+        mean = sd = None
+        change = z = np.full(len(g), np.nan)
+        departure = [None] * len(g)
+    out = []
+    for i, r in enumerate(g.to_dict("records")):
+        out.append(
+            {
+                "subject": _opt(r["subject"]),
+                "video_id": r["video_id"],
+                "file_name": _opt(r["file_name"]),
+                "session_date": dates[i],
+                "processed_at": _opt(r["processed_at"]),
+                "session_number": i + 1,
+                "face_present_s": _opt(r["face_present_s"]),
+                "face_present_ratio": _opt(r["face_present_ratio"]),
+                "usable": bool(usable[i]),
+                "index": index,
+                "value": _opt(value[i]),
+                "rolling_mean": _opt(rolling[i]),
+                "baseline_mean": mean,
+                "baseline_sd": sd,
+                "baseline_sessions": int(in_base.sum()) if complete else 0,
+                "in_baseline": bool(in_base[i]) and bool(complete),
+                "change": _opt(change[i]),
+                "z": _opt(z[i]),
+                "departure": departure[i],
+            }
+        )
+    return out
+
+
+def _as_date(x: Any) -> dt.date:
+    if isinstance(x, pd.Timestamp | dt.datetime):
+        return x.date()
+    return x
+
+
+def _opt(x: Any) -> Any:
+    """None for missing values (NaN, NaT, None); plain Python values otherwise."""
+    if x is None or x is pd.NaT:
+        return None
+    if isinstance(x, float | np.floating):
+        return None if math.isnan(x) else float(x)
+    if isinstance(x, pd.Timestamp):
+        return x.to_pydatetime()
+    return x
+
+
+def trend_settings_of(trends: pa.Table) -> TrendSettings | None:
+    """The settings stored in a trends table's metadata (None when absent)."""
+    raw = (trends.schema.metadata or {}).get(META_TREND_SETTINGS)
+    if raw is None:
+        return None
+    d = json.loads(raw)
+    if d.get("baseline_dates"):
+        d["baseline_dates"] = tuple(dt.date.fromisoformat(x) for x in d["baseline_dates"])
+    return TrendSettings(**d)
+
+
+# --------------------------------------------------------------------------- terminal
+_LABELS = {
+    "valence_sd": "valence SD",
+    "positive_affect": "pos. affect",
+    "negative_affect": "neg. affect",
+}
+
+
+def index_label(index: str) -> str:
+    """A short column title: ``share_happy`` -> ``happy %``."""
+    if index.startswith("share_"):
+        return f"{index.removeprefix('share_')} %"
+    return _LABELS.get(index, index)
+
+
+#: Indices that are signed (valence-like); the others are magnitudes in [0, 1].
+SIGNED_INDICES = frozenset({"valence"})
+
+
+def value_format(index: str) -> str:
+    """Format of a non-share index value: signed for valence, plain for magnitudes."""
+    return "{:+.2f}" if index in SIGNED_INDICES else "{:.2f}"
+
+
+def format_trends(
+    trends: pa.Table | pd.DataFrame,
+    subject: str | None = None,
+    *,
+    indices: Sequence[str] | None = None,
+) -> Table:
+    """A rich table: one row per session, one column per index.
+
+    Cells show the value (shares in percent) and, once a baseline exists, the change
+    from it; departures are bold red with ▲ / ▼; baseline sessions are dim; sessions
+    with too little face time are marked ``low face time``.
+    """
+    meta_settings = trend_settings_of(trends) if isinstance(trends, pa.Table) else None
+    df = trends.to_pandas() if isinstance(trends, pa.Table) else trends.copy()
+    if subject is not None:
+        df = df.loc[df["subject"] == subject]
+    cols = list(indices) if indices is not None else list(dict.fromkeys(df["index"]))
+    many = df["subject"].nunique(dropna=False) > 1
+    title = "fervid trends" + (f" — {subject}" if subject is not None else "")
+    table = Table(title=title, title_justify="left", caption_justify="left")
+    if meta_settings is not None:
+        table.caption = meta_settings.describe() + ". Shares in % of face-present time."
+    if many:
+        table.add_column("subject")
+    table.add_column("#", justify="right")
+    table.add_column("date")
+    table.add_column("recording", overflow="fold", max_width=28)
+    table.add_column("face s", justify="right")
+    for c in cols:
+        table.add_column(index_label(c), justify="right")
+    keys = ["subject", "session_number"]
+    wide = df.set_index([*keys, "index"]).sort_index()
+    for (subj, number), sess in df.groupby(keys, dropna=False, sort=True):
+        first = sess.iloc[0]
+        present = _opt(first["face_present_s"])
+        note = "" if first["usable"] else (" (no face)" if not present else " (low face time)")
+        in_base = bool(sess["in_baseline"].any())
+        cells: list[Any] = [str(subj)] if many else []
+        cells += [
+            str(int(number)),
+            str(first["session_date"]) if _opt(first["session_date"]) is not None else "—",
+            f"{_opt(first['file_name']) or first['video_id']}{note}",
+            _fmt(_opt(first["face_present_s"]), "{:.0f}"),
+        ]
+        for c in cols:
+            key = (subj, number, c)
+            r = wide.loc[key] if key in wide.index else None
+            cells.append(_cell(r, c) if r is not None else "")
+        table.add_row(*cells, style="dim" if in_base else None)
+    return table
+
+
+def _cell(r: pd.Series, index: str) -> Text:
+    scale = 100.0 if index.startswith("share_") else 1.0
+    value, change = _opt(r["value"]), _opt(r["change"])
+    if value is None:
+        return Text("—")
+    fmt = "{:.0f}" if scale == 100.0 else value_format(index)
+    text = fmt.format(value * scale)
+    if change is not None and not bool(r["in_baseline"]):
+        text += f" ({change * scale:+.0f})" if scale == 100.0 else f" ({change:+.2f})"
+    departure = _opt(r["departure"])
+    if departure:
+        arrow = "▲" if change > 0 else "▼"
+        return Text(f"{text} {arrow}", style="bold red")
+    return Text(text)
+
+
+def _fmt(x: float | None, fmt: str) -> str:
+    return "—" if x is None else fmt.format(x)

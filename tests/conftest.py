@@ -1,0 +1,221 @@
+"""Shared fixtures: real sample videos, small synthetic clips and broken files.
+
+Fixture names are stable; other test modules rely on them.
+
+``sample_dir`` (session)
+    Folder with the real sample videos (``fetch_samples``): WolfgangLanger_Pexels.mp4,
+    single_face.mp4, face_noface.mov, noface_face.mov, no_face.mp4, carphone_pristine.mp4,
+    stills/multi_face.jpg, stills/single_face.jpg.
+``make_clip`` (function)
+    Factory writing a small synthetic clip with PyAV and returning its path::
+
+        make_clip("a.mp4", seconds=2.0, fps=30.0, size=(160, 120), rotation=0,
+                  codec="libx264", vfr=False, audio_only=False, gop=None)
+
+    A relative path is created under the test's ``tmp_path``. Content: a red 16x16
+    marker in the top-left corner of the *stored* picture (so rotation can be checked),
+    a white square moving left to right, and the frame number written as two grey
+    blocks in the top-right corner (read back with :func:`frame_number`; 0-255, only
+    for unrotated clips). ``fps`` may be fractional (``30000 / 1001``). ``rotation``:
+    degrees clockwise a player turns the picture (display matrix). ``vfr=True``: frame
+    intervals alternate between 20 ms and 50 ms in runs of 10 frames (``fps`` then only
+    sets the frame count, ``seconds * fps``). ``audio_only=True``: a 1 kHz tone and no
+    video stream (AAC, or PCM when the name ends in ``.wav``). ``gop``: frames between
+    keyframes (encoder default when None).
+    Helpers importable with ``from conftest import ...``: ``write_clip`` (same options,
+    any path), ``frame_number(image)``, ``vfr_times(n)``.
+``empty_video``, ``text_video``, ``audio_only_file``, ``truncated_video``, ``unicode_video``
+    Broken or awkward inputs: a zero-byte ``empty.mp4``; ``notes.mp4`` holding text; a
+    1 s AAC ``voice.m4a``; the first 40 % of the bytes of WolfgangLanger_Pexels.mp4
+    (its index is at the start, so the first ~7.5 s still decode); a 2 s clip at
+    ``séance 1/vidéo patient.mp4``.
+``copy_sample`` (function)
+    Factory: ``copy_sample("single_face.mp4", "site/A01/x.mp4")`` copies a sample video
+    to a path under ``tmp_path`` and returns it.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from fervid.sample_data import fetch_samples
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: Sample video known to keep its index (moov) at the start, so a cut copy still decodes.
+TRUNCATE_SOURCE = "WolfgangLanger_Pexels.mp4"
+
+_VFR_STEPS_MS = (20, 50)  # alternating frame intervals of a VFR clip, in runs of 10
+
+
+@pytest.fixture(scope="session")
+def sample_dir() -> Path:
+    """The real sample videos, fetched (and sha256-checked) on first use."""
+    folder = ROOT / "sample_videos"
+    fetch_samples(folder)
+    return folder
+
+
+def _frame_image(i: int, w: int, h: int) -> np.ndarray:
+    """Synthetic BGR frame ``i``: marker, moving square, frame number as grey blocks."""
+    img = np.full((h, w, 3), 40, np.uint8)
+    img[:16, :16] = (0, 0, 255)  # red marker, top-left of the stored picture
+    side = max(8, h // 6)
+    x = (i * 3) % max(1, w - side)
+    y = h // 2 - side // 2
+    img[y : y + side, x : x + side] = 255
+    hi, lo = divmod(i % 256, 16)
+    img[:16, w - 32 : w - 16] = 8 + 16 * hi
+    img[:16, w - 16 :] = 8 + 16 * lo
+    return img
+
+
+def frame_number(image: np.ndarray) -> int:
+    """Read back the frame number :func:`_frame_image` wrote (unrotated, unscaled clips)."""
+    w = image.shape[1]
+    hi = float(image[4:12, w - 28 : w - 20].mean())
+    lo = float(image[4:12, w - 12 : w - 4].mean())
+    return round((hi - 8) / 16) * 16 + round((lo - 8) / 16)
+
+
+def vfr_times(n: int) -> list[float]:
+    """Presentation times (s) of the ``n`` frames of a ``vfr=True`` clip."""
+    out, t = [], 0
+    for i in range(n):
+        out.append(t / 1000)
+        t += _VFR_STEPS_MS[(i // 10) % 2]
+    return out
+
+
+def write_clip(
+    path: Path,
+    *,
+    seconds: float = 2.0,
+    fps: float = 30.0,
+    size: tuple[int, int] = (160, 120),
+    rotation: int = 0,
+    codec: str = "libx264",
+    vfr: bool = False,
+    audio_only: bool = False,
+    gop: int | None = None,
+) -> Path:
+    """Write a synthetic clip (see the module docstring); returns ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if audio_only:
+        return _write_tone(path, seconds=seconds)
+    w, h = size
+    n = round(seconds * fps)
+    with av.open(str(path), "w") as container:
+        rate = Fraction(fps).limit_denominator(1001)
+        stream = container.add_stream(codec, rate=30 if vfr else rate)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        if gop is not None:
+            stream.codec_context.gop_size = gop
+            if codec == "libx264":
+                stream.options = {"g": str(gop), "keyint_min": str(gop), "sc_threshold": "0"}
+        if vfr:
+            stream.time_base = Fraction(1, 1000)
+            stream.codec_context.time_base = Fraction(1, 1000)
+        if rotation:
+            # PyAV takes counter-clockwise degrees; players turn clockwise by `rotation`.
+            stream.set_display_rotation(-rotation)
+        times = vfr_times(n) if vfr else None
+        for i in range(n):
+            frame = av.VideoFrame.from_ndarray(_frame_image(i, w, h), format="bgr24")
+            if times is not None:
+                frame.pts = round(times[i] * 1000)
+                frame.time_base = Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def _write_tone(path: Path, *, seconds: float) -> Path:
+    rate = 16000
+    pcm = path.suffix.lower() == ".wav"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("pcm_s16le" if pcm else "aac", rate=rate)
+        stream.layout = "mono"
+        n = int(seconds * rate)
+        for start in range(0, n, 1024):
+            t = np.arange(start, start + 1024) / rate
+            wave = (0.3 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)[None]
+            samples = (wave * 32767).astype(np.int16) if pcm else wave
+            frame = av.AudioFrame.from_ndarray(
+                samples, format="s16" if pcm else "fltp", layout="mono"
+            )
+            frame.sample_rate = rate
+            frame.pts = start
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+@pytest.fixture
+def make_clip(tmp_path: Path) -> Callable[..., Path]:
+    """Factory: ``make_clip(path, **options)`` -> path of a new synthetic clip."""
+
+    def make(path: Path | str, **options: object) -> Path:
+        target = Path(path)
+        if not target.is_absolute():
+            target = tmp_path / target
+        return write_clip(target, **options)  # type: ignore[arg-type]
+
+    return make
+
+
+@pytest.fixture
+def empty_video(tmp_path: Path) -> Path:
+    path = tmp_path / "empty.mp4"
+    path.write_bytes(b"")
+    return path
+
+
+@pytest.fixture
+def text_video(tmp_path: Path) -> Path:
+    path = tmp_path / "notes.mp4"
+    path.write_text("session notes, not a video\n" * 20)
+    return path
+
+
+@pytest.fixture
+def audio_only_file(tmp_path: Path) -> Path:
+    return write_clip(tmp_path / "voice.m4a", seconds=1.0, audio_only=True)
+
+
+@pytest.fixture
+def truncated_video(tmp_path: Path, sample_dir: Path) -> Path:
+    data = (sample_dir / TRUNCATE_SOURCE).read_bytes()
+    path = tmp_path / "truncated.mp4"
+    path.write_bytes(data[: int(len(data) * 0.4)])
+    return path
+
+
+@pytest.fixture
+def unicode_video(tmp_path: Path) -> Path:
+    return write_clip(tmp_path / "séance 1" / "vidéo patient.mp4", seconds=2.0)
+
+
+@pytest.fixture
+def copy_sample(tmp_path: Path, sample_dir: Path) -> Callable[[str, str], Path]:
+    """Factory: ``copy_sample(name, dest)`` copies a sample video under ``tmp_path``."""
+
+    def copy(name: str, dest: str) -> Path:
+        target = tmp_path / dest
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(sample_dir / name, target)
+        return target
+
+    return copy
