@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import struct
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,13 +21,16 @@ from torch import nn
 
 from fervid.errors import ModelError
 
-#: The 7 FER-2013 classes in the canonical order fervid uses everywhere.
-EMOTIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
+from fervid.classes import EMOTIONS
+
 
 METADATA_KEY = "fervid"
 FORMAT_VERSION = 1
 SUPPORTED_ARCHITECTURES = ("mobilenet_v2",)
 DEFAULT_MODEL_PATH = Path(__file__).parent / "models" / "fervid-mobilenetv2-fer.safetensors"
+#: Environment variable naming a model file to use instead of the shipped default
+#: (a site's own fine-tuned model, set once in the service definition).
+MODEL_ENV = "FERVID_MODEL"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -82,14 +86,32 @@ class ModelSpec:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> ModelSpec:
+        if not isinstance(d, dict):
+            raise ModelError(f"model metadata 'spec' must be a JSON object, got {type(d).__name__}")
         known = {f for f in cls.__dataclass_fields__}
         missing = {"architecture", "input_size", "channels", "mean", "std", "class_names"} - set(d)
         if missing:
             raise ModelError(f"model metadata lacks required fields {sorted(missing)}")
         kwargs = {k: v for k, v in d.items() if k in known}
-        for k in ("mean", "std", "class_names"):
-            kwargs[k] = tuple(kwargs[k])
-        return cls(**kwargs)
+        try:
+            for k in ("mean", "std", "class_names"):
+                kwargs[k] = tuple(kwargs[k])
+            for k, typ in (
+                ("input_size", int),
+                ("dropout", float),
+                ("hidden", int),
+                ("width_mult", float),
+                ("temperature", float),
+            ):
+                if k in kwargs and (
+                    isinstance(kwargs[k], (bool, str)) or not isinstance(kwargs[k], (int, float))
+                ):
+                    raise TypeError(f"{k}={kwargs[k]!r} is not a number")
+                if k in kwargs:
+                    kwargs[k] = typ(kwargs[k])
+            return cls(**kwargs)
+        except (TypeError, ValueError) as e:
+            raise ModelError(f"model metadata 'spec' is malformed: {e}") from None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -181,6 +203,10 @@ def read_header(path: Path) -> dict[str, Any]:
             header = json.loads(f.read(n))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise ModelError(f"model file {path} is not a safetensors file ({e})") from None
+    if not isinstance(header, dict):
+        raise ModelError(
+            f"model file {path} is not a safetensors file (header is not a JSON object)"
+        )
     meta = header.get("__metadata__") or {}
     if METADATA_KEY not in meta:
         raise ModelError(
@@ -191,7 +217,7 @@ def read_header(path: Path) -> dict[str, Any]:
         parsed = json.loads(meta[METADATA_KEY])
     except json.JSONDecodeError as e:
         raise ModelError(f"model file {path}: fervid metadata is not valid JSON ({e})") from None
-    if "spec" not in parsed:
+    if not isinstance(parsed, dict) or "spec" not in parsed:
         raise ModelError(f"model file {path}: fervid metadata lacks the 'spec' entry")
     return parsed
 
@@ -200,6 +226,8 @@ def load_model(path: Path | None = None, *, device: str | torch.device = "cpu") 
     """Load a fervid model file (default: the shipped model) in eval mode, fp32."""
     from safetensors.torch import load_file
 
+    if path is None and os.environ.get(MODEL_ENV):
+        path = Path(os.environ[MODEL_ENV])
     if path is None:
         path = DEFAULT_MODEL_PATH
         if not path.is_file():

@@ -269,8 +269,7 @@ def test_metadata_with_invalid_values(
         load_model(path)
 
 
-# Known gaps in modelfile (reported to the lead): metadata of the wrong JSON type escapes as
-# TypeError/AttributeError instead of ModelError. Strict xfail: remove once fixed.
+# Metadata of the wrong JSON type must still be a one-line ModelError.
 MALFORMED_METADATA = {
     "fervid metadata is a number": "5",
     "spec is a number": '{"spec": 5}',
@@ -279,7 +278,6 @@ MALFORMED_METADATA = {
 }
 
 
-@pytest.mark.xfail(strict=True, reason="read_header/ModelSpec.from_json do not type-check yet")
 @pytest.mark.parametrize("case", list(MALFORMED_METADATA))
 def test_malformed_metadata_types_should_raise_model_error(
     tmp_path: Path, net: nn.Module, case: str

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from fervid.errors import DataError
-from fervid.modelfile import EMOTIONS
+from fervid.classes import EMOTIONS
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".pgm")
 

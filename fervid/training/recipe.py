@@ -69,9 +69,24 @@ class Recipe:
         return asdict(self)
 
 
+_TOP_KEYS = {"name", "seed", "model", "data", "optim", "init", "augment"}
+_MODEL_KEYS = {"input_size", "channels", "mean", "std", "dropout", "hidden"}
+_DATA_KEYS = {"train", "val"}
+_SOURCE_KEYS = {"name", "path", "ferplus_mode", "weight"}
+
+
+def _no_unknown(d: dict[str, Any], allowed: set[str], where: str) -> None:
+    unknown = set(d) - allowed
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}")
+
+
 def _sources(items: list[dict[str, Any]], key: str) -> tuple[DataSource, ...]:
     out = []
     for i, it in enumerate(items):
+        if not isinstance(it, dict) or "path" not in it:
+            raise ConfigError(f"[{key}] entry {i} must be a table with a 'path'")
+        _no_unknown(it, _SOURCE_KEYS, f"[{key}] entry {i}")
         try:
             mode = FerPlusMode(it.get("ferplus_mode", "majority"))
         except ValueError:
@@ -95,11 +110,17 @@ def load_recipe(path: Path) -> Recipe:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"recipe {path} does not exist")
-    with open(path, "rb") as f:
-        d = tomllib.load(f)
     try:
+        with open(path, "rb") as f:
+            d = tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"recipe {path} is not valid TOML: {e}") from None
+    try:
+        _no_unknown(d, _TOP_KEYS, f"recipe {path}")
         model = d.get("model", {})
         data = d.get("data", {})
+        _no_unknown(model, _MODEL_KEYS, f"recipe {path} [model]")
+        _no_unknown(data, _DATA_KEYS, f"recipe {path} [data]")
         return Recipe(
             name=d["name"],
             seed=int(d.get("seed", 0)),
@@ -115,5 +136,5 @@ def load_recipe(path: Path) -> Recipe:
             init=InitSettings(**d.get("init", {})),
             augment=AugmentSettings(**d.get("augment", {})),
         )
-    except (KeyError, TypeError) as e:
+    except (KeyError, TypeError, ValueError) as e:
         raise ConfigError(f"recipe {path}: {e}") from None
