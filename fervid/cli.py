@@ -232,5 +232,138 @@ def train(
     typer.echo(str(path))
 
 
+@app.command()
+def evaluate(
+    data: Annotated[
+        Path,
+        typer.Option(help="Folder layout (<class>/*.jpg) or a FER+ split folder with label.csv."),
+    ],
+    model: Annotated[
+        Path | None, typer.Option(help="Model file (default: the shipped model).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Folder for report.json and the PNG figures.")
+    ] = None,
+    tta: Annotated[
+        bool, typer.Option("--tta", help="Average with the horizontally flipped face.")
+    ] = False,
+    ferplus_mode: Annotated[
+        str, typer.Option("--ferplus-mode", help="majority | soft (FER+ sets only).")
+    ] = "majority",
+    limit: Annotated[
+        int | None, typer.Option(help="Evaluate only this many images (quick look).")
+    ] = None,
+) -> None:
+    """Accuracy, per-class precision/recall/F1, macro-F1, confusion, ROC AUC and calibration."""
+    from fervid.training.data import FerPlusMode
+    from fervid.training.evaluate import evaluate_model, format_table
+
+    try:
+        report = evaluate_model(
+            model, data, ferplus_mode=_enum(FerPlusMode, ferplus_mode, "--ferplus-mode"),
+            tta_flip=tta, out_dir=out, limit=limit,
+        )  # fmt: skip
+    except FervidError as e:
+        raise _fail(e) from None
+    typer.echo(format_table(report))
+    if out is not None:
+        typer.echo(f"report and figures: {out}")
+
+
+@app.command()
+def summarize(
+    results: Annotated[
+        Path, typer.Argument(help="fervid output: results.parquet or a dataset dir/.")
+    ],
+    patient: Annotated[
+        Path | None, typer.Option(help="JSON or CSV mapping video_id -> patient face_id.")
+    ] = None,
+) -> None:
+    """Write sessions.parquet: one row per recording and face with the affect indices."""
+    from fervid.summary import sessions_path, summarize_dir, write_sessions
+
+    try:
+        path = write_sessions(summarize_dir(results, patient), sessions_path(results))
+    except FervidError as e:
+        raise _fail(e) from None
+    typer.echo(str(path))
+
+
+@app.command()
+def trends(
+    results: Annotated[
+        Path, typer.Argument(help="fervid output: results.parquet or a dataset dir/.")
+    ],
+    subject: Annotated[str | None, typer.Option(help="Only this subject.")] = None,
+    baseline_n: Annotated[
+        int, typer.Option("--baseline-n", help="Sessions that form each subject's baseline.")
+    ] = 3,
+    window: Annotated[int, typer.Option(help="Sessions in the rolling mean.")] = 3,
+    threshold: Annotated[
+        float, typer.Option(help="Flag |value - baseline| > threshold x baseline SD.")
+    ] = 2.0,
+    patient: Annotated[
+        Path | None, typer.Option(help="JSON or CSV mapping video_id -> patient face_id.")
+    ] = None,
+    index: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--index",
+            help="Index to show (repeatable). Default: valence, expressivity, share_happy, share_sad; --out has all.",
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Also write the trends table (all indices) as Parquet here."),
+    ] = None,
+) -> None:
+    """Per-session trend of each affect index against the subject's own baseline."""
+    import pyarrow.parquet as pq
+    from rich.console import Console as _Console
+
+    from fervid.summary import load_sessions
+    from fervid.trends import format_trends, trends_table
+
+    try:
+        table = trends_table(
+            load_sessions(results, patient), baseline_n=baseline_n, window=window,
+            threshold=threshold, subject=subject,
+        )  # fmt: skip
+    except FervidError as e:
+        raise _fail(e) from None
+    if out is not None:
+        pq.write_table(table, out)
+    shown = index or ["valence", "expressivity", "share_happy", "share_sad"]
+    _Console().print(format_trends(table, subject, indices=shown))
+
+
+@app.command()
+def report(
+    results: Annotated[
+        Path, typer.Argument(help="fervid output: results.parquet or a dataset dir/.")
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", help="Report folder (index.html + figures/).")
+    ] = Path("report"),
+    subject: Annotated[str | None, typer.Option(help="Only this subject.")] = None,
+    patient: Annotated[
+        Path | None, typer.Option(help="JSON or CSV mapping video_id -> patient face_id.")
+    ] = None,
+    embed: Annotated[
+        bool, typer.Option("--embed", help="One self-contained HTML file with images inlined.")
+    ] = False,
+) -> None:
+    """Self-contained HTML report: timelines per recording, trends per subject, tables."""
+    from fervid.report import build_report
+
+    try:
+        path = build_report(
+            results, out, patient_override=patient, subject=subject, embed_images=embed
+        )
+    except FervidError as e:
+        raise _fail(e) from None
+    typer.echo(str(path))
+
+
 def main() -> None:  # pragma: no cover - console entry point
     sys.exit(app())

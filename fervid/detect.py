@@ -174,8 +174,12 @@ class FaceDetector:
         boxes = rows[:, 3:7] * np.array([width, height, width, height], np.float32)
         boxes[:, 0::2] = boxes[:, 0::2].clip(0, width)
         boxes[:, 1::2] = boxes[:, 1::2].clip(0, height)
-        side = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
-        keep = side >= cfg.min_face_px
+        w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+        side = np.minimum(w, h)
+        # A face box is roughly square; very thin boxes are dark frame edges (seen at the
+        # border of WolfgangLanger_Pexels.mp4), not faces.
+        aspect = np.maximum(w, h) / np.maximum(side, 1e-6)
+        keep = (side >= cfg.min_face_px) & (aspect <= cfg.max_aspect)
         boxes, scores = boxes[keep].astype(np.float32), scores[keep]
         if len(scores) == 0:
             return Detections.empty()

@@ -79,6 +79,8 @@ class DetectSettings:
     score_threshold: float = 0.6
     min_face_px: int = 40
     nms_iou: float = 0.4
+    #: longer / shorter box side above which a box is not a face (after border clipping).
+    max_aspect: float = 2.0
     input_size: int = 300
 
     def __post_init__(self) -> None:
