@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from fervid.errors import FervidError
 
@@ -29,7 +30,9 @@ console = Console(stderr=True)
 
 
 def _fail(e: FervidError) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {e}", highlight=False)
+    # One unwrapped line (logs are grepped); the message may hold "[...]" from file names,
+    # which rich would otherwise read as markup.
+    console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
     return typer.Exit(EXIT_USAGE)
 
 

@@ -31,6 +31,16 @@ decoder's presentation time in seconds from the start of the video stream (PyAV:
 ``frame_index`` counts displayed frames from 0 in presentation order; both backends
 agree on it.
 
+Ranges: ``FrameSampler(..., start_s=a, end_s=b)`` yields only the frames with
+``a <= timestamp_s < b`` (both bounds lowered by ``TIME_TOL_S``, as the sampling slots
+are), chosen on the *whole video's* grid: the targets are ``k/fps`` for the global ``k``
+(``every_n``: the global frame indices), so consecutive ranges concatenated give exactly
+the frames of an unbounded run, without duplicates or gaps at the boundaries. decord
+takes the range's indices from its timestamp table; PyAV first indexes the packets up to
+the range end (demuxing only, no decoding) to learn the global frame indices and the
+sampling state, then seeks to the keyframe at or before the range start and decodes
+forward, discarding the frames before it.
+
 Size: frames whose longer side exceeds ``SampleSettings.max_side`` are downscaled
 (aspect kept) while decoding. :class:`VideoInfo` keeps the *displayed* size at source
 resolution (after rotation); ``FrameSampler.scale`` is the analysed/displayed factor and
@@ -361,15 +371,106 @@ class _Selector:
         self.every_n = settings.every_n
         self.last_slot = -1
 
+    def _slot(self, t: float) -> int:
+        assert self.fps is not None  # SampleSettings guarantees exactly one mode
+        return math.floor((t + TIME_TOL_S) * self.fps)
+
     def take(self, index: int, t: float) -> bool:
         if self.every_n is not None:
             return index % self.every_n == 0
-        assert self.fps is not None  # SampleSettings guarantees exactly one mode
-        slot = math.floor((t + TIME_TOL_S) * self.fps)
+        slot = self._slot(t)
         if slot > self.last_slot:
             self.last_slot = slot
             return True
         return False
+
+    def pass_over(self, t: float) -> None:
+        """Account for the frames up to time ``t`` that precede a range, unseen.
+
+        Same state as offering each of them to :meth:`take` in time order: slots grow
+        with time, so only the last one counts (``every_n`` keeps no state).
+        """
+        if self.every_n is None:
+            self.last_slot = max(self.last_slot, self._slot(t))
+
+
+class _SeekMissed(Exception):
+    """After a seek, the first frame of the range did not decode where the index said."""
+
+
+@dataclass(frozen=True)
+class _SeekPlan:
+    """Where PyAV starts decoding a range, from an index of the packets (none decoded).
+
+    ``pts``/``times``: int64/float64 ``(m,)`` presentation timestamps (stream units) and
+    seconds of the displayed frames, sorted, from the start to past the range end, so a
+    frame's rank in ``pts`` is its global ``frame_index``. ``seek_pts``: the keyframe at
+    or before the range's first frame (None: decode from the start). ``first_pts``: that
+    first frame (None when the index holds no frame in the range).
+    """
+
+    pts: np.ndarray
+    times: np.ndarray
+    seek_pts: int | None
+    first_pts: int | None
+
+    def index_of(self, pts: int | None, previous: int) -> int:
+        """Global frame index of a decoded frame; the next one when its pts is unknown."""
+        if pts is not None:
+            k = int(np.searchsorted(self.pts, pts))
+            if k < len(self.pts) and self.pts[k] == pts:
+                return k
+        return previous + 1
+
+
+def _seek_plan(path: Path, lo: float, hi: float) -> _SeekPlan | None:
+    """Index the video packets from the start until past ``hi`` seconds (demux only).
+
+    The index stops 1 s after ``hi``: a packet's dts never exceeds its pts, so every
+    frame shown before ``hi`` has been seen by then. Returns None when a packet carries
+    no timestamp (a raw stream: frames cannot be placed without decoding them). A demux
+    error (cut-off file) ends the index early; the decoding pass reports it.
+    """
+    import av
+
+    pts: list[int] = []
+    times: list[float] = []
+    keys: list[int] = []
+    with _open_pyav(path) as container:
+        stream = _video_stream(container, path)
+        start = stream.start_time or 0
+        time_base = stream.time_base or Fraction(1, 1)
+        try:
+            for packet in container.demux(stream):
+                if packet.size == 0:
+                    continue  # the empty packet that flushes the decoder at the end
+                if packet.pts is None:
+                    return None
+                t = float((packet.pts - start) * time_base)
+                if packet.is_keyframe:
+                    keys.append(packet.pts)
+                # the frames the decoding pass counts: not pre-roll, not marked to drop
+                if t >= -TIME_TOL_S and not packet.is_discard:
+                    pts.append(packet.pts)
+                    times.append(t)
+                dts = packet.dts if packet.dts is not None else packet.pts
+                if float((dts - start) * time_base) > hi + 1.0:
+                    break
+        except av.FFmpegError:
+            pass
+    order = np.argsort(np.asarray(pts, np.int64), kind="stable")
+    pts_arr = np.asarray(pts, np.int64)[order]
+    times_arr = np.asarray(times, np.float64)[order]
+    j = int(np.searchsorted(times_arr, lo))
+    first_pts = int(pts_arr[j]) if j < len(pts_arr) else None
+    limit = first_pts if first_pts is not None else math.inf
+    before = [k for k in keys if k <= limit]
+    return _SeekPlan(
+        pts=pts_arr,
+        times=times_arr,
+        seek_pts=max(before) if before else None,
+        first_pts=first_pts,
+    )
 
 
 @dataclass
@@ -398,6 +499,13 @@ class FrameSampler:
     ``backend``: ``auto`` (decord, falling back to PyAV), ``decord`` or ``pyav`` (forced,
     for tests and debugging). ``threads``: decoder threads; more speeds up one video but
     competes with other workers. ``chunk_size``: most frames decord decodes per request.
+
+    ``start_s``/``end_s`` (seconds; ``end_s=None``: to the end) restrict the frames to
+    ``start_s <= timestamp_s < end_s`` on the whole video's sampling grid (see the module
+    docstring), so the engine can split a long video into time chunks. A range starting
+    at 0 raises :class:`DecodeError` when nothing decodes, as a whole video does; a later
+    range may legitimately yield nothing. The early-stop warning then compares with
+    ``min(end_s, duration)``.
     """
 
     def __init__(
@@ -409,11 +517,21 @@ class FrameSampler:
         backend: Backend | str = Backend.AUTO,
         threads: int = DEFAULT_THREADS,
         chunk_size: int = CHUNK_SIZE,
+        start_s: float = 0.0,
+        end_s: float | None = None,
     ) -> None:
         if threads < 1:
             raise ConfigError(f"decoder threads={threads}; expected >= 1")
         if chunk_size < 1:
             raise ConfigError(f"chunk_size={chunk_size}; expected >= 1")
+        if not (math.isfinite(start_s) and start_s >= 0):
+            raise ConfigError(f"start_s={start_s}; expected a finite time >= 0 seconds")
+        if end_s is not None and not end_s > start_s:
+            raise ConfigError(
+                f"end_s={end_s}; expected None (to the end) or a time > start_s={start_s}"
+            )
+        self.start_s = float(start_s)
+        self.end_s = None if end_s is None else float(end_s)
         self.path = Path(path)
         self.settings = settings
         self.backend = Backend.parse(backend)
@@ -458,6 +576,8 @@ class FrameSampler:
         try:
             selector = _Selector(self.settings)
             starts = reader.times[:, 0]
+            # The whole video's grid, then the range: chunks of a video agree at their
+            # boundaries, and all of them choose the backend an unbounded run would.
             picked = [i for i in range(reader.n_frames) if selector.take(i, float(starts[i]))]
             chunks = _chunks_by_keyframe(picked, reader.keyframe_of, self.chunk_size)
             if self.backend is Backend.AUTO and any(not whole for _, whole in chunks):
@@ -465,6 +585,10 @@ class FrameSampler:
                     f"a keyframe interval holds more than {self.chunk_size} sampled frames, "
                     "where decord would decode far ahead of use"
                 )
+            lo, hi = self._bounds()
+            if self._ranged():
+                picked = [i for i in picked if lo <= starts[i] < hi]
+                chunks = _chunks_by_keyframe(picked, reader.keyframe_of, self.chunk_size)
             for chunk, whole in chunks:
                 rgb = reader.batch(chunk)  # (len(chunk), H, W, 3) RGB
                 if whole:  # the next chunk starts at a later keyframe: a reset costs nothing
@@ -479,16 +603,42 @@ class FrameSampler:
                         timestamp_s=t,
                         image=np.ascontiguousarray(rgb[k, :, :, ::-1]),
                     )
-            progress.last_decoded_t = float(starts[-1])
+            # The index reaches the first frame past the range (or the video's last one).
+            past = int(np.searchsorted(starts, hi)) if math.isfinite(hi) else reader.n_frames
+            progress.last_decoded_t = float(starts[min(past, reader.n_frames - 1)])
         finally:
             reader.close()
 
     # -- PyAV --------------------------------------------------------------------------
     def _pyav_frames(self, progress: _Progress, *, after_index: int) -> Iterator[Frame]:
-        """Decode every frame, convert only the sampled ones; skip indices <= after_index."""
+        """Decode the range's frames, convert only the sampled ones; skip indices <= after_index.
+
+        A range starting after 0 seeks (see :func:`_seek_plan`); when the stream cannot be
+        indexed, or the seek misses the range's first frame, it decodes from the start
+        instead and discards the frames before the range.
+        """
+        plan = _seek_plan(self.path, *self._bounds()) if self.start_s > 0 else None
+        if plan is not None:
+            n_warnings = len(self.warnings)
+            try:
+                yield from self._pyav_pass(progress, after_index=after_index, plan=plan)
+                return
+            except _SeekMissed:  # raised before the first yield: start over from 0
+                del self.warnings[n_warnings:]
+        yield from self._pyav_pass(progress, after_index=after_index, plan=None)
+
+    def _pyav_pass(
+        self, progress: _Progress, *, after_index: int, plan: _SeekPlan | None
+    ) -> Iterator[Frame]:
+        """One decoding pass: from the plan's keyframe, or from the start without a plan."""
         import av
 
         selector = _Selector(self.settings)
+        lo, hi = self._bounds()
+        if plan is not None:
+            before = int(np.searchsorted(plan.times, lo))  # frames preceding the range
+            if before:
+                selector.pass_over(float(plan.times[before - 1]))
         with _open_pyav(self.path) as container:
             stream = _video_stream(container, self.path)
             stream.codec_context.thread_count = self.threads
@@ -496,8 +646,14 @@ class FrameSampler:
             start = stream.start_time or 0
             time_base = stream.time_base or Fraction(1, 1)
             step = 1.0 / self.info.fps if self.info.fps > 0 else 1.0 / 30
+            if plan is not None and plan.seek_pts is not None:
+                try:
+                    container.seek(plan.seek_pts, stream=stream, backward=True, any_frame=False)
+                except av.FFmpegError as e:
+                    raise _SeekMissed(_av_reason(e)) from e
+            first_unchecked = plan is not None
             index, bad, total_bad, t_prev, estimated = -1, 0, 0, None, False
-            error = ""
+            error, past_end = "", False
             try:
                 for packet in container.demux(stream):
                     try:
@@ -522,13 +678,26 @@ class FrameSampler:
                         if t < -TIME_TOL_S:
                             continue  # pre-roll a player would not show
                         t_prev = t
-                        index += 1
+                        index = index + 1 if plan is None else plan.index_of(frame.pts, index)
                         progress.last_decoded_t = t
+                        if t >= hi:
+                            past_end = True
+                            break
+                        if t < lo:  # before the range: decoded only to reach it
+                            if plan is None:
+                                selector.take(index, t)  # the whole video's sampling grid
+                            continue
+                        if first_unchecked and plan is not None:
+                            if frame.pts is None or frame.pts != plan.first_pts:
+                                raise _SeekMissed(f"range starts at pts {frame.pts}")
+                            first_unchecked = False
                         if not selector.take(index, t) or index <= after_index:
                             continue
                         progress.yielded += 1
                         progress.last_yielded_index = index
                         yield Frame(frame_index=index, timestamp_s=t, image=self._pyav_image(frame))
+                    if past_end:
+                        break
             except av.FFmpegError as e:  # demuxing failed: a damaged or cut-off file
                 progress.stop_reason = _av_reason(e)
             if bad and progress.stop_reason is None:
@@ -556,24 +725,38 @@ class FrameSampler:
     def _resize_to(self) -> tuple[int, int] | None:
         return self.frame_size if self.scale < 1.0 else None
 
+    def _ranged(self) -> bool:
+        return self.start_s > 0 or self.end_s is not None
+
+    def _bounds(self) -> tuple[float, float]:
+        """``[lo, hi)``: the decoder times of the range's frames.
+
+        Lowered by ``TIME_TOL_S`` like the sampling slots, so a frame on a boundary falls
+        on the same side with float32 (decord) and exact (PyAV) times.
+        """
+        lo = self.start_s - TIME_TOL_S
+        hi = math.inf if self.end_s is None else self.end_s - TIME_TOL_S
+        return lo, hi
+
     def _finish(self, progress: _Progress) -> None:
-        if progress.yielded == 0:
+        if progress.yielded == 0 and self.start_s == 0:
             why = f" ({progress.stop_reason})" if progress.stop_reason else ""
             raise DecodeError(
                 f"{self.path}: no frame could be decoded{why}; the file is damaged or uses "
                 "an unsupported codec"
             )
-        expected = self.info.duration_s
-        last = progress.last_decoded_t or 0.0
+        duration = self.info.duration_s
+        expected = duration if self.end_s is None else min(self.end_s, duration)
+        last = progress.last_decoded_t if progress.last_decoded_t is not None else self.start_s
         margin = max(EARLY_STOP_S, 3.0 / self.info.fps if self.info.fps > 0 else 0.0)
         if progress.stop_reason is not None:
             self.warnings.append(
-                f"decoding stopped at {last:.1f} s of {expected:.1f} s "
+                f"decoding stopped at {last:.1f} s of {duration:.1f} s "
                 f"({progress.stop_reason}): file truncated or damaged?"
             )
         elif expected > 0 and expected - last > margin:
             self.warnings.append(
-                f"decoding stopped at {last:.1f} s of {expected:.1f} s: file truncated?"
+                f"decoding stopped at {last:.1f} s of {duration:.1f} s: file truncated?"
             )
 
 

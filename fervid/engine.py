@@ -5,12 +5,21 @@ decode -> sample -> detect -> crop (:func:`extract_video`); crops from several v
 are classified together in batches by one classifier (a GPU actor when there is a GPU);
 the driver then tracks, smooths, segments (:func:`finish_video`) and writes each video
 as soon as it is done, so nothing computed is lost if the run stops.
+
+Long videos are split into time chunks (:func:`plan_chunks`, ``RunSettings.chunk_seconds``)
+that run as separate tasks and are merged in time order (:func:`merge_video_faces`), so
+one long recording uses every worker and a crashed worker costs one chunk. Chunks sample
+on the whole video's grid, so the merged result is identical to an unchunked run.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import math
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,26 +28,77 @@ from typing import Any, Protocol
 import numpy as np
 
 from fervid import __version__
-from fervid.errors import FervidError
+from fervid.errors import ConfigError, FervidError
 from fervid.modelfile import ModelSpec
-from fervid.records import VideoFaces, VideoInput, VideoResult
+from fervid.records import VideoFaces, VideoInfo, VideoInput, VideoResult
 from fervid.settings import RunSettings
 
 #: Crops waiting for classification are flushed once this many batches are pending,
 #: so batches span videos without holding many videos' crops in memory.
 PENDING_BATCHES = 4
 
+#: Shortest ``chunk_seconds`` accepted: every chunk re-opens and re-indexes its video.
+MIN_CHUNK_SECONDS = 1.0
+
+Chunk = tuple[float, float | None]  # [start_s, end_s) in seconds; end None: to the end
+
 
 # --------------------------------------------------------------------------- per-video stages
-def extract_video(video: VideoInput, settings: RunSettings, spec: ModelSpec) -> VideoFaces:
-    """decode -> sample -> detect -> crop for one video, streaming frame by frame."""
+def check_chunk_seconds(chunk_seconds: float) -> None:
+    """Raise :class:`ConfigError` unless ``chunk_seconds`` is 0 (off) or at least
+    ``MIN_CHUNK_SECONDS``."""
+    ok = math.isfinite(chunk_seconds) and chunk_seconds >= MIN_CHUNK_SECONDS
+    if not (chunk_seconds == 0 or ok):
+        raise ConfigError(
+            f"--chunk-seconds={chunk_seconds}; expected 0 (no chunking) or at least "
+            f"{MIN_CHUNK_SECONDS:g} seconds (default 300)"
+        )
+
+
+def plan_chunks(info: VideoInfo, chunk_seconds: float) -> list[Chunk]:
+    """The time ranges ``[start_s, end_s)`` (seconds) one video is extracted in, in order.
+
+    Boundaries fall on multiples of ``chunk_seconds``; a remainder shorter than half a
+    chunk joins the last chunk, so no task is tiny. The last range ends at None (wherever
+    decoding finds the end, which may differ from the stated ``duration_s``). Returns
+    ``[(0.0, None)]`` when ``chunk_seconds`` is 0, the video is shorter than 1.5 chunks,
+    or its duration is unknown (0). Raises :class:`ConfigError` for a ``chunk_seconds``
+    that is negative, not finite, or below ``MIN_CHUNK_SECONDS``.
+    """
+    check_chunk_seconds(chunk_seconds)
+    duration = info.duration_s
+    if chunk_seconds == 0 or not (math.isfinite(duration) and duration > 0):
+        return [(0.0, None)]
+    n = max(1, math.floor(duration / chunk_seconds + 0.5))
+    starts = [k * chunk_seconds for k in range(n)]
+    return [(a, starts[k + 1] if k + 1 < n else None) for k, a in enumerate(starts)]
+
+
+def extract_video(
+    video: VideoInput,
+    settings: RunSettings,
+    spec: ModelSpec,
+    *,
+    start_s: float = 0.0,
+    end_s: float | None = None,
+    info: VideoInfo | None = None,
+) -> VideoFaces:
+    """decode -> sample -> detect -> crop for one video, streaming frame by frame.
+
+    ``start_s``/``end_s`` restrict it to the sampled frames with ``start_s <= timestamp
+    < end_s`` (seconds; None: to the end), one chunk of :func:`plan_chunks`: chunks
+    sample on the whole video's grid, so :func:`merge_video_faces` of consecutive chunks
+    equals the whole video. ``info``: the video's probe, when already known (chunks of
+    one video share it); probed here when None.
+    """
     from fervid.crop import crop_faces
     from fervid.decode import FrameSampler, probe
     from fervid.detect import FaceDetector
 
     t0 = time.perf_counter()
-    info = probe(video.path)  # VideoInfo: size after rotation, fps, duration
-    sampler = FrameSampler(video.path, settings.sample, info)
+    if info is None:
+        info = probe(video.path)  # VideoInfo: size after rotation, fps, duration
+    sampler = FrameSampler(video.path, settings.sample, info, start_s=start_s, end_s=end_s)
     detector = FaceDetector(settings=settings.detect)
     sampled_idx, sampled_ts = [], []
     f_idx, f_ts, boxes, scores, crops = [], [], [], [], []
@@ -71,6 +131,71 @@ def extract_video(video: VideoInput, settings: RunSettings, spec: ModelSpec) -> 
         warnings=tuple(sampler.warnings),
         seconds={"extract": total, "detect_crop": t_detect, "decode": total - t_detect},
     )
+
+
+def merge_video_faces(parts: list[VideoFaces]) -> VideoFaces:
+    """One video's chunks, given in time order, as one :class:`VideoFaces`.
+
+    Per-frame and per-face arrays are concatenated; ``video``/``info`` come from the
+    first part; ``warnings`` are joined in order with repeats dropped (every chunk after
+    a file's cut-off reports the same stop); ``seconds`` are summed per key (CPU time
+    over all chunks, not wall time). Raises ValueError when ``parts`` is empty, mixes
+    videos, or is out of order (sampled frame indices must increase across parts).
+    """
+    if not parts:
+        raise ValueError("merge_video_faces: parts is empty; pass at least one chunk")
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0]
+    ids = sorted({p.video.video_id for p in parts})
+    if len(ids) > 1:
+        raise ValueError(f"merge_video_faces: parts come from {len(ids)} videos {ids}; pass one")
+    sampled = np.concatenate([p.sampled_frame_index for p in parts])
+    if np.any(np.diff(sampled) <= 0):
+        raise ValueError(
+            "merge_video_faces: parts overlap or are out of order (sampled_frame_index must "
+            "increase across parts); pass the chunks sorted by start time"
+        )
+    seconds: dict[str, float] = {}
+    for p in parts:
+        for key, value in p.seconds.items():
+            seconds[key] = seconds.get(key, 0.0) + value
+    return VideoFaces(
+        video=first.video,
+        info=first.info,
+        sampled_frame_index=sampled,
+        sampled_timestamp_s=np.concatenate([p.sampled_timestamp_s for p in parts]),
+        frame_index=np.concatenate([p.frame_index for p in parts]),
+        timestamp_s=np.concatenate([p.timestamp_s for p in parts]),
+        boxes=np.concatenate([p.boxes for p in parts]),
+        det_scores=np.concatenate([p.det_scores for p in parts]),
+        crops=np.concatenate([p.crops for p in parts]),
+        warnings=tuple(dict.fromkeys(w for p in parts for w in p.warnings)),
+        seconds=seconds,
+    )
+
+
+def extract_video_chunked(video: VideoInput, settings: RunSettings, spec: ModelSpec) -> VideoFaces:
+    """probe -> :func:`extract_video` per chunk of :func:`plan_chunks` -> merge, in this
+    process, one chunk after another (what :class:`LocalExecutor` runs per video)."""
+    from fervid.decode import probe
+
+    t0 = time.perf_counter()
+    info = probe(video.path)
+    probe_s = time.perf_counter() - t0
+    parts = [
+        extract_video(video, settings, spec, start_s=a, end_s=b, info=info)
+        for a, b in plan_chunks(info, settings.chunk_seconds)
+    ]  # one VideoFaces per chunk, in time order
+    return _with_probe_time(merge_video_faces(parts), probe_s)
+
+
+def _with_probe_time(faces: VideoFaces, probe_s: float) -> VideoFaces:
+    """Count the probe, run once per video, in the decode and extract times."""
+    seconds = dict(faces.seconds)
+    for key in ("extract", "decode"):
+        seconds[key] = seconds.get(key, 0.0) + probe_s
+    return dataclasses.replace(faces, seconds=seconds)
 
 
 def finish_video(
@@ -123,11 +248,15 @@ class LocalExecutor:
         self.settings, self.spec, self.classifier = settings, spec, classifier
 
     def extract(self, videos: list[VideoInput]) -> Iterator[tuple[VideoInput, Outcome]]:
+        """Each video's chunks in turn, merged; a failure of any is that video's outcome."""
+        check_chunk_seconds(self.settings.chunk_seconds)  # a bad value fails the run, once
         for v in videos:
+            outcome: Outcome
             try:
-                yield v, extract_video(v, self.settings, self.spec)
+                outcome = extract_video_chunked(v, self.settings, self.spec)
             except Exception as e:  # recorded per video, never fatal to the run
-                yield v, e
+                outcome = e
+            yield v, outcome
 
     def classify(self, crops: np.ndarray) -> np.ndarray:
         return self.classifier(crops)
@@ -178,7 +307,9 @@ def error_message(e: BaseException) -> str:
     if isinstance(cause, BaseException):
         e = cause
     msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    return msg if isinstance(e, FervidError) else f"{type(e).__name__}: {msg}"
+    if isinstance(e, FervidError):
+        return msg or type(e).__name__
+    return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
 
 
 def run(
@@ -317,16 +448,47 @@ def default_executor_factory(
 
 
 # --------------------------------------------------------------------------- Ray
-def _extract_task(video: VideoInput, settings: RunSettings, spec: ModelSpec) -> Outcome:
-    """Ray task body. Errors are returned as values: a bad video is data, not a retry;
-    Ray's own retries (``max_retries``) are kept for crashed worker processes."""
+def _extract_task(
+    video: VideoInput,
+    settings: RunSettings,
+    spec: ModelSpec,
+    start_s: float = 0.0,
+    end_s: float | None = None,
+    info: VideoInfo | None = None,
+) -> Outcome:
+    """Ray task body: one chunk of one video. Errors are returned as values: a bad video
+    is data, not a retry; Ray's own retries (``max_retries``) are kept for crashed worker
+    processes."""
     import cv2
 
-    cv2.setNumThreads(1)  # parallelism comes from running several videos at once
+    cv2.setNumThreads(1)  # parallelism comes from running several chunks at once
     try:
-        return extract_video(video, settings, spec)
+        return extract_video(video, settings, spec, start_s=start_s, end_s=end_s, info=info)
     except Exception as e:
         return e
+
+
+def _probe_task(path: Path) -> tuple[VideoInfo, float] | Exception:
+    """Ray task body: (the video's probe, seconds it took), or the error as a value."""
+    from fervid.decode import probe
+
+    t0 = time.perf_counter()
+    try:
+        return probe(path), time.perf_counter() - t0
+    except Exception as e:
+        return e
+
+
+@dataclass(eq=False)
+class _VideoJob:
+    """The driver's bookkeeping for one video being extracted in chunks."""
+
+    video: VideoInput
+    chunks: list[Chunk] = field(default_factory=list)  # empty until probed
+    info: VideoInfo | None = None
+    probe_s: float = 0.0
+    parts: dict[int, VideoFaces] = field(default_factory=dict)  # chunk number -> result
+    failed: bool = False
 
 
 class _ClassifierActor:
@@ -375,21 +537,53 @@ class RayExecutor:
         self._classifier = actor.remote(settings.classify, _classifier_threads(settings))
 
     def extract(self, videos: list[VideoInput]) -> Iterator[tuple[VideoInput, Outcome]]:
+        """Probe each video in a task, then run one task per chunk, at most ``workers``
+        tasks in flight, chunks of earlier videos first. A video is yielded, merged, once
+        all its chunks are back; or with the first error of its probe or of any chunk,
+        its other chunks then cancelled and their results ignored. Videos come back in
+        completion order."""
         ray = self._ray
-        queue = list(videos)
-        running: dict[Any, VideoInput] = {}
+        check_chunk_seconds(self.settings.chunk_seconds)  # a bad value fails the run, once
+        probe_task = ray.remote(num_cpus=1, max_retries=2)(_probe_task)
         settings_ref, spec_ref = ray.put(self.settings), ray.put(self.spec)
-        while queue or running:
-            while queue and len(running) < self.workers:
-                v = queue.pop(0)
-                running[self._task.remote(v, settings_ref, spec_ref)] = v
+        unprobed = deque(videos)
+        ready: deque[tuple[_VideoJob, int]] = deque()  # chunks waiting for a free worker
+        running: dict[Any, tuple[_VideoJob, int]] = {}  # in flight; chunk -1 is the probe
+        while unprobed or ready or running:
+            while len(running) < self.workers and (ready or unprobed):
+                if ready:
+                    job, k = ready.popleft()
+                    a, b = job.chunks[k]
+                    ref = self._task.remote(job.video, settings_ref, spec_ref, a, b, job.info)
+                else:
+                    job, k = _VideoJob(video=unprobed.popleft()), -1
+                    ref = probe_task.remote(job.video.path)
+                running[ref] = (job, k)
             done, _ = ray.wait(list(running), num_returns=1)
             for ref in done:
-                v = running.pop(ref)
+                job, k = running.pop(ref)
+                if job.failed:
+                    continue  # another chunk of this video failed first
                 try:
-                    yield v, ray.get(ref)
+                    out = ray.get(ref)
                 except Exception as e:  # worker crashed beyond its retries
-                    yield v, e
+                    out = e
+                if isinstance(out, BaseException):
+                    job.failed = True
+                    ready = deque(item for item in ready if item[0] is not job)
+                    for other, (j, _) in running.items():
+                        if j is job:  # stays counted in flight until it returns
+                            with contextlib.suppress(Exception):
+                                ray.cancel(other)
+                    yield job.video, out
+                elif k < 0:
+                    job.info, job.probe_s = out
+                    job.chunks = plan_chunks(job.info, self.settings.chunk_seconds)
+                    ready.extend((job, i) for i in range(len(job.chunks)))
+                else:
+                    job.parts[k] = out
+                    if len(job.parts) == len(job.chunks):
+                        yield job.video, _merge_job(job)
 
     def classify(self, crops: np.ndarray) -> np.ndarray:
         return self._ray.get(self._classifier.__call__.remote(crops))
@@ -397,3 +591,11 @@ class RayExecutor:
     def close(self) -> None:
         if self._owns:
             self._ray.shutdown()
+
+
+def _merge_job(job: _VideoJob) -> Outcome:
+    try:
+        parts = [job.parts[i] for i in range(len(job.chunks))]
+        return _with_probe_time(merge_video_faces(parts), job.probe_s)
+    except Exception as e:  # an inconsistent merge is this video's failure
+        return e

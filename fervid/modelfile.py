@@ -19,10 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from fervid.errors import ModelError
-
 from fervid.classes import EMOTIONS
-
+from fervid.errors import ModelError
 
 METADATA_KEY = "fervid"
 FORMAT_VERSION = 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import TracebackType
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -22,13 +23,6 @@ class RichHooks:
         self._task = None
 
     def __enter__(self) -> RichHooks:
-        if self.enabled:
-            self._progress = Progress(
-                TextColumn("[bold]fervid[/]"), BarColumn(), MofNCompleteColumn(),
-                TimeElapsedColumn(), TextColumn("{task.description}"),
-                console=self.console, transient=False,
-            )  # fmt: skip
-            self._progress.__enter__()
         return self
 
     def __exit__(
@@ -38,18 +32,25 @@ class RichHooks:
             self._progress.__exit__(et, e, tb)
 
     def start(self, total: int, skipped: int) -> None:
-        if self._progress is not None:
-            note = f"{skipped} already done" if skipped else ""
-            self._task = self._progress.add_task(note, total=total)
+        # The bar appears only once the videos are found and the model is loaded, so a
+        # usage error before that leaves stderr with its one line and no empty bar.
+        if not self.enabled or self._progress is not None:
+            return
+        self._progress = Progress(
+            TextColumn("[bold]fervid[/]"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), TextColumn("{task.description}"),
+            console=self.console, transient=False,
+        )  # fmt: skip
+        self._progress.__enter__()
+        note = f"{skipped} already done" if skipped else ""
+        self._task = self._progress.add_task(note, total=total)
 
     def video_done(self, video: VideoInput, status: str, detail: str) -> None:
         if self._progress is None or self._task is None:
             return
-        self._progress.update(self._task, advance=1, description=video.rel_path[-40:])
+        self._progress.update(self._task, advance=1, description=escape(video.rel_path[-40:]))
         if status != "ok":
-            self._progress.console.print(
-                f"[red]failed[/] {video.rel_path}: {detail}", highlight=False
-            )
+            _print_failed(self._progress.console, video.rel_path, detail)
 
 
 def print_summary(console: Console, s: RunSummary) -> None:
@@ -66,6 +67,14 @@ def print_summary(console: Console, s: RunSummary) -> None:
     t.add_row("real-time factor", f"{s.realtime_factor:.2f}x")
     console.print(t)
     for path, err in s.failed:
-        console.print(f"[red]failed[/] {path}: {err}", highlight=False)
+        _print_failed(console, path, err)
     for name, path in s.outputs.items():
-        console.print(f"{name}: {path}", highlight=False)
+        console.print(f"{name}: {escape(str(path))}", highlight=False, soft_wrap=True)
+
+
+def _print_failed(console: Console, path: str, error: str) -> None:
+    # One unwrapped line per file, so logs can be grepped; file names and messages are
+    # escaped because "[...]" in them would be read as rich markup (or crash the print).
+    console.print(
+        f"[red]failed[/] {escape(path)}: {escape(error)}", highlight=False, soft_wrap=True
+    )

@@ -155,6 +155,11 @@ class RunSettings:
     workers: int | None = None
     ray_address: str | None = None
     save_crops: Path | None = None  # face crops are written only when asked
+    # Videos longer than this are split into time chunks of about this many seconds that
+    # run as separate tasks (one long video then uses every worker, and a crash loses one
+    # chunk); 0 disables. Structural: results are identical for any value, so it stays
+    # out of the settings hash.
+    chunk_seconds: float = 300.0
 
     def tunables(self) -> dict[str, Any]:
         """The settings that change results (and so enter the settings hash)."""

@@ -40,8 +40,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fervid.errors import ConfigError, DataError, InputError
 from fervid.classes import EMOTIONS
+from fervid.errors import ConfigError, DataError, InputError
 from fervid.schema import FRAMES, SEGMENTS, STATUS_OK, VIDEOS, schema_for, share_col, smooth_col
 from fervid.store import Layout, layout_of, output_paths, parts_root, read_table
 

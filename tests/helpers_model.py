@@ -1,4 +1,5 @@
-"""A tiny random-weights emotion model for plumbing tests (tests only, never shipped).
+"""Test helpers: a tiny random-weights emotion model for plumbing tests (tests only, never
+shipped), and a shared 2-CPU Ray fixture.
 
 The predictions are meaningless; what the tests check is that every row flows from the
 decoder to Parquet with consistent shapes, times and probabilities.
@@ -6,13 +7,17 @@ decoder to Parquet with consistent shapes, times and probabilities.
 
 from __future__ import annotations
 
+import logging
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import torch
 
 from fervid.modelfile import ModelSpec, build_network, save_model
 
-#: Small and fast: 32 px grey input, a quarter-width MobileNetV2 (~1 MB on disk).
+#: Small and fast: 32 px grey input, a quarter-width MobileNetV2 (~0.5 MB on disk).
 DEBUG_SPEC = ModelSpec(input_size=32, width_mult=0.25, dropout=0.0)
 
 
@@ -23,3 +28,20 @@ def make_debug_model(path: Path, *, spec: ModelSpec = DEBUG_SPEC, seed: int = 0)
     net = build_network(spec).eval()
     save_model(Path(path), net, spec, {"debug": True, "seed": seed})
     return Path(path)
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[None]:
+    """One 2-CPU local Ray for every test that needs it (import this fixture into a test
+    module). A Ray already running is reused and left running."""
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"  # patient data: no telemetry
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    try:
+        yield
+    finally:
+        ray.shutdown()

@@ -1,0 +1,398 @@
+"""fervid.engine: the per-video stages, the executors and the failure isolation of run()."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from helpers_model import (
+    DEBUG_SPEC,
+    make_debug_model,
+    ray_session,  # noqa: F401 (a session fixture)
+)
+
+from fervid import engine
+from fervid.classes import EMOTIONS
+from fervid.discover import discover
+from fervid.engine import LocalExecutor, error_message, extract_video, finish_video, run
+from fervid.errors import DecodeError
+from fervid.modelfile import ModelSpec
+from fervid.records import VideoFaces, VideoInfo, VideoInput
+from fervid.schema import FRAMES, VIDEOS, prob_col, smooth_col
+from fervid.settings import (
+    ClassifySettings,
+    DiscoverSettings,
+    RunSettings,
+    SampleSettings,
+    Smoothing,
+    SmoothSettings,
+)
+from fervid.smooth import segment_index_per_row
+from fervid.store import read_table
+
+GOOD = "single_face.mp4"  # 640x360, 2.4 s, one face throughout
+NO_FACE = "no_face.mp4"
+FACE_THEN_NONE = "face_noface.mov"
+
+FLOATS = [prob_col(c) for c in EMOTIONS] + [smooth_col(c) for c in EMOTIONS] + ["confidence"]
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_debug_model(tmp_path_factory.mktemp("model") / "debug.safetensors")
+
+
+def settings_for(
+    inputs: list[Path], out: Path, model: Path, *, sample: SampleSettings | None = None, **kw
+) -> RunSettings:
+    return RunSettings(
+        inputs=tuple(inputs),
+        out=out,
+        sample=sample or SampleSettings(),
+        classify=ClassifySettings(model_path=model, **kw.pop("classify", {})),
+        **kw,
+    )
+
+
+def local(settings: RunSettings, spec: ModelSpec, classifier: object) -> LocalExecutor:
+    return LocalExecutor(settings, spec, classifier)
+
+
+def video_input(path: Path) -> VideoInput:
+    (v,) = discover([path], DiscoverSettings())
+    return v
+
+
+# --------------------------------------------------------------------------- extract_video
+EXTRACT_CASES = {
+    # id: (sample, spec, sampling, faces expected)
+    "gray fps": (GOOD, DEBUG_SPEC, SampleSettings(fps=2.0), True),
+    "rgb fps": (
+        GOOD,
+        ModelSpec(input_size=48, channels="rgb", width_mult=0.25),
+        SampleSettings(fps=2.0),
+        True,
+    ),
+    "every 10th": (GOOD, DEBUG_SPEC, SampleSettings(fps=None, every_n=10), True),
+    "no face": (NO_FACE, DEBUG_SPEC, SampleSettings(fps=2.0), False),
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "spec", "sample", "faces"), list(EXTRACT_CASES.values()), ids=list(EXTRACT_CASES)
+)
+def test_extract_video_shapes_and_times(
+    name: str,
+    spec: ModelSpec,
+    sample: SampleSettings,
+    faces: bool,
+    sample_dir: Path,
+    tmp_path: Path,
+) -> None:
+    path = sample_dir / name
+    settings = settings_for([path], tmp_path / "r.parquet", tmp_path / "unused", sample=sample)
+
+    vf = extract_video(video_input(path), settings, spec)
+
+    info = vf.info
+    k, n = len(vf.sampled_frame_index), vf.n_faces
+    # sampled frames: in order, at the asked spacing, covering the video
+    assert np.all(np.diff(vf.sampled_frame_index) > 0)
+    assert np.all(np.diff(vf.sampled_timestamp_s) > 0)
+    if sample.fps is not None:
+        assert abs(k - info.duration_s * sample.fps) <= 1
+        np.testing.assert_allclose(
+            np.diff(vf.sampled_timestamp_s), 1 / sample.fps, atol=1 / info.fps + 1e-6
+        )
+    else:
+        assert np.all(np.diff(vf.sampled_frame_index) == sample.every_n)
+        assert abs(k - info.n_frames / sample.every_n) <= 1
+    np.testing.assert_allclose(  # the decoder's time, not a rebuilt index / fps
+        vf.sampled_timestamp_s, vf.sampled_frame_index / info.fps, atol=1.5 / info.fps
+    )
+
+    # face rows: each one sits on a sampled frame with that frame's timestamp
+    when = dict(zip(vf.sampled_frame_index.tolist(), vf.sampled_timestamp_s.tolist(), strict=True))
+    assert [when[i] for i in vf.frame_index.tolist()] == vf.timestamp_s.tolist()
+    assert np.all(np.diff(vf.timestamp_s) >= 0)
+    assert vf.boxes.dtype == np.float32 and vf.boxes.shape == (n, 4)
+    assert vf.det_scores.dtype == np.float32
+    assert np.all(vf.det_scores >= settings.detect.score_threshold)
+    s = spec.input_size
+    assert vf.crops.dtype == np.uint8
+    assert vf.crops.shape == ((n, s, s) if spec.channels == "gray" else (n, s, s, 3))
+    assert set(vf.seconds) >= {"extract", "detect_crop", "decode"}
+    if not faces:
+        assert n == 0
+        return
+    # single_face.mp4: one face in every sampled frame, inside the displayed frame
+    assert n == k and len(set(vf.frame_index.tolist())) == n
+    assert (info.width, info.height) == (640, 360)
+    x1, y1, x2, y2 = vf.boxes.T
+    assert np.all((x1 < x2) & (y1 < y2))
+    assert np.all((x1 >= -1) & (y1 >= -1) & (x2 <= info.width + 1) & (y2 <= info.height + 1))
+    assert np.all(x2 - x1 >= settings.detect.min_face_px)
+    assert vf.crops.std() > 5  # real pixels, not a blank pad
+
+
+def test_extract_video_raises_decode_error_for_a_broken_file(
+    text_video: Path, tmp_path: Path
+) -> None:
+    settings = settings_for([text_video], tmp_path / "r.parquet", tmp_path / "unused")
+    with pytest.raises(DecodeError, match="not a video"):
+        extract_video(video_input(text_video), settings, DEBUG_SPEC)
+
+
+# --------------------------------------------------------------------------- finish_video
+def _two_faces(n: int = 10, interval: float = 0.5) -> VideoFaces:
+    """Two faces side by side in each of ``n`` frames (rows in time order)."""
+    video = VideoInput(path=Path("two.mp4"), video_id="two", rel_path="two.mp4", size_bytes=1)
+    info = VideoInfo(width=640, height=360, fps=30.0, duration_s=n * interval, n_frames=15 * n)
+    frames = np.arange(n, dtype=np.int64) * 15
+    t = np.arange(n) * interval
+    left, right = [40, 100, 160, 220], [400, 100, 520, 220]
+    return VideoFaces(
+        video=video,
+        info=info,
+        sampled_frame_index=frames,
+        sampled_timestamp_s=t,
+        frame_index=np.repeat(frames, 2),
+        timestamp_s=np.repeat(t, 2),
+        boxes=np.array([left, right] * n, np.float32).reshape(-1, 4),
+        det_scores=np.full(2 * n, 0.9, np.float32),
+        crops=np.zeros((2 * n, 32, 32), np.uint8),
+    )
+
+
+def _one_hot_ish(label: int, rows: int, rng: np.random.Generator) -> np.ndarray:
+    p = rng.dirichlet(np.ones(len(EMOTIONS)), size=rows) * 0.3
+    p[:, label] += 0.7
+    return p.astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    ("smooth", "same_as_probs"),
+    [
+        (SmoothSettings(method=Smoothing.NONE), True),
+        (SmoothSettings(method=Smoothing.EMA, seconds=1.5), False),
+    ],
+    ids=["none", "ema"],
+)
+def test_finish_video_smooths_and_segments_each_face_apart(
+    smooth: SmoothSettings, same_as_probs: bool, tmp_path: Path
+) -> None:
+    faces = _two_faces()
+    rng = np.random.default_rng(0)
+    happy, sad = EMOTIONS.index("happy"), EMOTIONS.index("sad")
+    probs = np.empty((faces.n_faces, len(EMOTIONS)), np.float32)
+    probs[0::2] = _one_hot_ish(happy, faces.n_faces // 2, rng)  # the left face
+    probs[1::2] = _one_hot_ish(sad, faces.n_faces // 2, rng)  # the right face
+    settings = settings_for(
+        [Path("two.mp4")], tmp_path / "r.parquet", tmp_path / "m", smooth=smooth
+    )
+
+    result = finish_video(faces, probs, EMOTIONS, settings)
+
+    assert result.face_id.dtype == np.int32 and result.face_id.shape == (faces.n_faces,)
+    left, right = result.face_id[0::2], result.face_id[1::2]
+    assert len(set(left.tolist())) == 1 and len(set(right.tolist())) == 1
+    assert left[0] != right[0]
+    assert result.smoothed.dtype == np.float32
+    np.testing.assert_allclose(result.smoothed.sum(axis=1), 1.0, atol=1e-5)
+    assert np.array_equal(result.smoothed, probs) == same_as_probs
+    # smoothing never leaks one face's emotion into the other's rows
+    assert np.all(result.smoothed[0::2].argmax(axis=1) == happy)
+    assert np.all(result.smoothed[1::2].argmax(axis=1) == sad)
+    assert set(result.segments) == {int(left[0]), int(right[0])}
+    for fid, segs in result.segments.items():
+        rows = np.flatnonzero(result.face_id == fid)
+        segment_index_per_row(segs, len(rows))  # raises unless they tile the rows
+        t = faces.timestamp_s[rows]
+        for s in segs:
+            assert s.start_s == t[s.first_row] and s.end_s > t[s.end_row - 1]
+        want = happy if fid == left[0] else sad
+        assert [s.label for s in segs] == [want]
+        assert segs[0].start_s == 0.0 and segs[-1].end_s == pytest.approx(5.0)
+
+
+def test_finish_video_without_faces(tmp_path: Path) -> None:
+    faces = _two_faces(n=0)
+    settings = settings_for([Path("x.mp4")], tmp_path / "r.parquet", tmp_path / "m")
+    result = finish_video(faces, np.zeros((0, 7), np.float32), EMOTIONS, settings)
+    assert result.face_id.shape == (0,) and result.smoothed.shape == (0, 7)
+    assert result.segments == {}
+
+
+def test_finish_video_on_a_real_video(sample_dir: Path, tmp_path: Path, model: Path) -> None:
+    path = sample_dir / FACE_THEN_NONE
+    settings = settings_for([path], tmp_path / "r.parquet", model)
+    faces = extract_video(video_input(path), settings, DEBUG_SPEC)
+    probs = np.random.default_rng(1).dirichlet(np.ones(7), faces.n_faces).astype(np.float32)
+
+    result = finish_video(faces, probs, EMOTIONS, settings)
+
+    assert faces.n_faces > 0
+    np.testing.assert_allclose(result.smoothed.sum(axis=1), 1.0, atol=1e-5)
+    covered = sum(s.end_row - s.first_row for segs in result.segments.values() for s in segs)
+    assert covered == faces.n_faces
+
+
+# --------------------------------------------------------------------------- run()
+@pytest.fixture
+def inputs(copy_sample: Callable[[str, str], Path], tmp_path: Path) -> Path:
+    copy_sample(GOOD, "in/a.mp4")
+    copy_sample(FACE_THEN_NONE, "in/b.mov")
+    return tmp_path / "in"
+
+
+def _assert_same_frames(a: pa.Table, b: pa.Table) -> None:
+    assert a.num_rows == b.num_rows > 0
+    exact = [c for c in a.column_names if c not in FLOATS]
+    assert a.select(exact).equals(b.select(exact))
+    for c in FLOATS:
+        np.testing.assert_allclose(a[c].to_numpy(), b[c].to_numpy(), atol=1e-5, err_msg=c)
+
+
+def test_batches_across_videos_give_the_same_rows(
+    inputs: Path, tmp_path: Path, model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Crops of several videos share classifier batches; each video gets its own rows."""
+    one = settings_for([inputs], tmp_path / "one.parquet", model)
+    run(one, executor_factory=local)
+    # batch size 1 and a flush every 3 faces: batches end mid-video and span videos
+    monkeypatch.setattr(engine, "PENDING_BATCHES", 3)
+    small = settings_for([inputs], tmp_path / "small.parquet", model, classify={"batch_size": 1})
+    summary = run(small, executor_factory=local)
+    assert summary.ok == 2 and not summary.failed
+    _assert_same_frames(read_table(one.out, FRAMES), read_table(small.out, FRAMES))
+
+
+def test_chunked_extraction_gives_the_same_rows(inputs: Path, tmp_path: Path, model: Path) -> None:
+    whole = settings_for([inputs], tmp_path / "whole.parquet", model, chunk_seconds=0)
+    chunked = settings_for([inputs], tmp_path / "chunked.parquet", model, chunk_seconds=1.0)
+    run(whole, executor_factory=local)
+    summary = run(chunked, executor_factory=local)
+    assert summary.ok == 2 and not summary.failed
+    _assert_same_frames(read_table(whole.out, FRAMES), read_table(chunked.out, FRAMES))
+    a, b = read_table(whole.out, VIDEOS), read_table(chunked.out, VIDEOS)
+    for c in ("frames_sampled", "frames_with_face", "n_face_rows", "n_faces", "warnings"):
+        assert a[c].equals(b[c]), c
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("ray_session")
+def test_local_and_ray_executors_give_identical_frames(
+    inputs: Path, tmp_path: Path, model: Path
+) -> None:
+    import ray
+
+    local_settings = settings_for([inputs], tmp_path / "local.parquet", model)
+    # chunks of 2 s: b.mov (6.4 s) runs as three tasks on the two workers
+    ray_settings = settings_for(
+        [inputs], tmp_path / "ray.parquet", model, workers=2, chunk_seconds=2.0
+    )
+
+    a = run(local_settings, executor_factory=local)
+    b = run(ray_settings)  # the default executor: Ray
+
+    assert (a.ok, b.ok, a.failed, b.failed) == (2, 2, [], [])
+    assert ray.is_initialized(), "RayExecutor shut down a Ray session it did not start"
+    _assert_same_frames(
+        read_table(local_settings.out, FRAMES), read_table(ray_settings.out, FRAMES)
+    )
+
+
+CRASHES = {
+    # id: (stage patched, exception raised, message expected in the videos row)
+    "extract raises": ("extract_video", RuntimeError("worker blew up"), "RuntimeError: worker blew up"),
+    "extract out of memory": ("extract_video", MemoryError(), "MemoryError"),
+    "finish raises": ("finish_video", ZeroDivisionError("division by zero"),
+                      "ZeroDivisionError: division by zero"),
+    "fervid error": ("extract_video", DecodeError("b.mov: no frame could be decoded"),
+                     "b.mov: no frame could be decoded"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("stage", "exc", "message"), list(CRASHES.values()), ids=list(CRASHES))
+def test_crashing_stage_becomes_a_failed_row(
+    stage: str,
+    exc: BaseException,
+    message: str,
+    inputs: Path,
+    tmp_path: Path,
+    model: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real = getattr(engine, stage)
+
+    def crashing(*args: object, **kwargs: object) -> object:
+        first = args[0]
+        video = first if isinstance(first, VideoInput) else first.video
+        if video.rel_path == "b.mov":
+            raise exc
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, stage, crashing)
+    settings = settings_for([inputs], tmp_path / "r.parquet", model)
+
+    summary = run(settings, executor_factory=local)
+
+    assert summary.ok == 1
+    assert summary.failed == [("b.mov", message)]
+    videos = {r["path"]: r for r in read_table(settings.out, VIDEOS).to_pylist()}
+    assert videos["b.mov"]["status"] == "failed" and videos["b.mov"]["error"] == message
+    assert videos["a.mp4"]["status"] == "ok" and videos["a.mp4"]["n_face_rows"] > 0
+    frames = read_table(settings.out, FRAMES)
+    assert set(frames.column("path").to_pylist()) == {"a.mp4"}
+
+    # the failed video is redone by the next run, the good one is not
+    monkeypatch.setattr(engine, stage, real)
+    again = run(settings, executor_factory=local)
+    assert (again.ok, again.skipped, again.failed) == (1, 1, [])
+
+
+def test_interrupt_stops_the_run_and_leaves_the_output_usable(
+    inputs: Path, tmp_path: Path, model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = engine.extract_video
+
+    def interrupted(video: VideoInput, *args: object, **kwargs: object) -> VideoFaces:
+        if video.rel_path == "b.mov":
+            raise KeyboardInterrupt
+        return real(video, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "extract_video", interrupted)
+    settings = settings_for([inputs], tmp_path / "r.parquet", model)
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C is not a failed video
+        run(settings, executor_factory=local)
+
+    monkeypatch.setattr(engine, "extract_video", real)
+    summary = run(settings, executor_factory=local)  # the lock was released
+    assert summary.ok + summary.skipped == 2 and not summary.failed
+    assert len(read_table(settings.out, VIDEOS)) == 2
+
+
+class _RayTaskError(Exception):
+    """Stands in for ray.exceptions.RayTaskError, which carries the task's error as cause."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(f"ray task failed\n  Traceback...\n{cause!r}")
+        self.cause = cause
+
+
+@pytest.mark.parametrize(
+    ("error", "message"),
+    [
+        (DecodeError("x.mp4: file is empty (0 bytes)"), "x.mp4: file is empty (0 bytes)"),
+        (ValueError("bad shape\nmore detail"), "ValueError: bad shape"),
+        (MemoryError(), "MemoryError"),
+        (_RayTaskError(DecodeError("y.mp4: no video stream")), "y.mp4: no video stream"),
+        (_RayTaskError(KeyError("k")), "KeyError: 'k'"),
+    ],
+    ids=["fervid", "multi-line", "no message", "ray-wrapped fervid", "ray-wrapped other"],
+)
+def test_error_message_is_one_line(error: BaseException, message: str) -> None:
+    assert error_message(error) == message
