@@ -107,6 +107,20 @@ def process(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Redo videos already in the output.")
     ] = False,
+    chunk_seconds: Annotated[
+        float,
+        typer.Option(
+            "--chunk-seconds",
+            help="Split videos longer than this into chunks run in parallel (0: never).",
+        ),
+    ] = 300.0,
+    save_crops: Annotated[
+        Path | None,
+        typer.Option(
+            "--save-crops",
+            help="Also write the face crops the model saw, as PNG, under this folder.",
+        ),
+    ] = None,
     local: Annotated[
         bool, typer.Option("--local", hidden=True, help="Run in-process without Ray (debugging).")
     ] = False,
@@ -114,7 +128,7 @@ def process(
 ) -> None:
     """Analyse videos and write per-frame, per-segment and per-video emotion tables."""
     from fervid import settings as s
-    from fervid.engine import LocalExecutor, run
+    from fervid.engine import LocalExecutor, check_chunk_seconds, run
 
     try:
         settings = s.RunSettings(
@@ -144,7 +158,10 @@ def process(
             overwrite=overwrite,
             workers=workers,
             ray_address=ray_address,
+            chunk_seconds=chunk_seconds,
+            save_crops=save_crops,
         )
+        check_chunk_seconds(chunk_seconds)
     except FervidError as e:
         raise _fail(e) from None
 

@@ -92,6 +92,7 @@ def extract_video(
     one video share it); probed here when None.
     """
     from fervid.crop import crop_faces
+    from fervid.crop_export import save_frame_crops
     from fervid.decode import FrameSampler, probe
     from fervid.detect import FaceDetector
 
@@ -116,6 +117,8 @@ def extract_video(
             boxes.append(dets.boxes[j] / sampler.scale)  # back to displayed-frame pixels
             scores.append(dets.scores[j])
             crops.append(faces[j])
+        if settings.save_crops is not None:
+            save_frame_crops(settings.save_crops, video.video_id, frame.frame_index, faces)
     total = time.perf_counter() - t0
     crop_shape = (spec.input_size, spec.input_size) + (() if spec.channels == "gray" else (3,))
     return VideoFaces(

@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from helpers_model import (
+    DEBUG_SPEC,
     make_debug_model,
     ray_session,  # noqa: F401 (a session fixture)
 )
@@ -392,6 +393,7 @@ USAGE_ERRORS = {
         lambda t: ["--id-pattern", "{subject"],
         "--id-pattern='{subject'",
     ),
+    "tiny chunks": (lambda t, g: [g], lambda t: ["--chunk-seconds", 0.5], "--chunk-seconds=0.5"),
 }
 
 
@@ -437,6 +439,30 @@ def test_cuda_without_gpu_is_a_usage_error(
     result = process(good, tmp_path / "r.parquet", model, "--device", "cuda")
     assert result.exit_code == EXIT_USAGE
     assert "no CUDA GPU is visible" in one_line(result.stderr)
+
+
+def test_no_crops_are_written_unless_asked(
+    copy_sample: Callable[[str, str], Path], tmp_path: Path, model: Path
+) -> None:
+    good = copy_sample(GOOD, "in/good.mp4")
+    before = {p for p in tmp_path.rglob("*") if p.is_file()}
+    out = tmp_path / "res" / "results.parquet"
+    assert process(good, out, model).exit_code == EXIT_OK
+    written = {p for p in tmp_path.rglob("*") if p.is_file()} - before
+    images = [p for p in written if p.suffix.lower() in {".png", ".jpg", ".jpeg", ".bmp"}]
+    assert images == []
+
+    crops = tmp_path / "crops"
+    assert process(good, tmp_path / "res2.parquet", model, "--save-crops", crops).exit_code == 0
+    frames = read_table(tmp_path / "res2.parquet", FRAMES).to_pandas()
+    files = sorted(crops.rglob("*.png"))
+    assert len(files) == len(frames) > 0  # one crop per face row
+    assert {f.parent.name for f in files} == set(frames["video_id"])
+    import cv2
+
+    image = cv2.imread(str(files[0]), cv2.IMREAD_UNCHANGED)
+    size = DEBUG_SPEC.input_size
+    assert image.shape == (size, size)  # exactly what the model saw, gray
 
 
 # --------------------------------------------------------------------------- 4. reruns

@@ -1,0 +1,41 @@
+"""Write face crops to disk, only when the user asks for it (``--save-crops DIR``).
+
+Patient video is sensitive, so fervid writes no image by default. When a data team wants
+to audit what the classifier saw, it writes exactly the model-input crops (S x S, gray or
+RGB) as PNG files: ``DIR/<video_id>/<frame_index>_<face>.png``. File names carry no path
+or patient field beyond the content-derived ``video_id``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from fervid.errors import InputError
+
+
+def crop_dir(root: Path, video_id: str) -> Path:
+    """The folder one video's crops go to (created on demand)."""
+    return root / video_id
+
+
+def save_frame_crops(root: Path, video_id: str, frame_index: int, crops: np.ndarray) -> list[Path]:
+    """Write one frame's crops; returns the files written (none for an empty frame).
+
+    ``crops``: uint8 (m, S, S) gray or (m, S, S, 3) RGB, as :func:`fervid.crop.crop_faces`
+    returns them. Raises :class:`InputError` when a file cannot be written.
+    """
+    if len(crops) == 0:
+        return []
+    folder = crop_dir(root, video_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for j, crop in enumerate(crops):
+        path = folder / f"{frame_index:08d}_{j}.png"
+        image = cv2.cvtColor(crop, cv2.COLOR_RGB2BGR) if crop.ndim == 3 else crop
+        if not cv2.imwrite(str(path), image):
+            raise InputError(f"--save-crops: could not write {path}")
+        written.append(path)
+    return written
