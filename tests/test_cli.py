@@ -208,9 +208,7 @@ def test_process_through_ray_writes_consistent_tables(
     n = len(frames)
     assert pd.read_parquet(paths[FRAMES]).shape == frames.shape
     assert pl.read_parquet(paths[FRAMES]).shape == frames.shape
-    assert duckdb.execute(f"SELECT count(*) FROM read_parquet('{paths[FRAMES]}')").fetchone() == (
-        n,
-    )
+    assert duckdb.sql(f"SELECT count(*) FROM read_parquet('{paths[FRAMES]}')").fetchall() == [(n,)]
     assert pq.read_table(paths[FRAMES]).num_rows == n
 
 
@@ -566,7 +564,7 @@ def test_dataset_layout_one_file_per_video(
     for t in TABLES:
         assert len(list((out / t).glob("*.parquet"))) == 3
         glob = out / t / "*.parquet"
-        (n,) = duckdb.execute(f"SELECT count(*) FROM read_parquet('{glob}')").fetchone()
+        [(n,)] = duckdb.sql(f"SELECT count(*) FROM read_parquet('{glob}')").fetchall()
         assert n == read_table(out, t).num_rows
     assert_no_duplicates(out)
 
