@@ -64,8 +64,8 @@ def test_laughter_at_the_end_is_happy(wolf: tuple[pd.DataFrame, pd.DataFrame]) -
 
 
 def test_crying_reads_as_sad(wolf: tuple[pd.DataFrame, pd.DataFrame]) -> None:
-    # 4-7 s: eyes shut, hand at the mouth, crying. (0-2.5 s, a crying grimace with the
-    # mouth corners pulled back, reads as "happy": a known weakness, see the model card.)
+    # 4-7 s: eyes shut, hand at the mouth, crying. (Around 1-2 s a crying grimace with
+    # the mouth corners pulled back reads as "happy": a known weakness, see the model card.)
     frames, _ = wolf
     crying = frames[(frames["timestamp_s"] >= 4.0) & (frames["timestamp_s"] < 7.0)]
     negative = crying[["prob_sad", "prob_fear", "prob_angry", "prob_disgust"]].sum(axis=1)
