@@ -128,7 +128,7 @@ def process(
 ) -> None:
     """Analyse videos and write per-frame, per-segment and per-video emotion tables."""
     from fervid import settings as s
-    from fervid.engine import LocalExecutor, check_chunk_seconds, run
+    from fervid.engine import LocalExecutor, run
 
     try:
         settings = s.RunSettings(
@@ -161,7 +161,6 @@ def process(
             chunk_seconds=chunk_seconds,
             save_crops=save_crops,
         )
-        check_chunk_seconds(chunk_seconds)
     except FervidError as e:
         raise _fail(e) from None
 

@@ -28,33 +28,19 @@ from typing import Any, Protocol
 import numpy as np
 
 from fervid import __version__
-from fervid.errors import ConfigError, FervidError
+from fervid.errors import FervidError
 from fervid.modelfile import ModelSpec
 from fervid.records import VideoFaces, VideoInfo, VideoInput, VideoResult
-from fervid.settings import RunSettings
+from fervid.settings import RunSettings, check_chunk_seconds
 
 #: Crops waiting for classification are flushed once this many batches are pending,
 #: so batches span videos without holding many videos' crops in memory.
 PENDING_BATCHES = 4
 
-#: Shortest ``chunk_seconds`` accepted: every chunk re-opens and re-indexes its video.
-MIN_CHUNK_SECONDS = 1.0
-
 Chunk = tuple[float, float | None]  # [start_s, end_s) in seconds; end None: to the end
 
 
 # --------------------------------------------------------------------------- per-video stages
-def check_chunk_seconds(chunk_seconds: float) -> None:
-    """Raise :class:`ConfigError` unless ``chunk_seconds`` is 0 (off) or at least
-    ``MIN_CHUNK_SECONDS``."""
-    ok = math.isfinite(chunk_seconds) and chunk_seconds >= MIN_CHUNK_SECONDS
-    if not (chunk_seconds == 0 or ok):
-        raise ConfigError(
-            f"--chunk-seconds={chunk_seconds}; expected 0 (no chunking) or at least "
-            f"{MIN_CHUNK_SECONDS:g} seconds (default 300)"
-        )
-
-
 def plan_chunks(info: VideoInfo, chunk_seconds: float) -> list[Chunk]:
     """The time ranges ``[start_s, end_s)`` (seconds) one video is extracted in, in order.
 
@@ -63,7 +49,7 @@ def plan_chunks(info: VideoInfo, chunk_seconds: float) -> list[Chunk]:
     decoding finds the end, which may differ from the stated ``duration_s``). Returns
     ``[(0.0, None)]`` when ``chunk_seconds`` is 0, the video is shorter than 1.5 chunks,
     or its duration is unknown (0). Raises :class:`ConfigError` for a ``chunk_seconds``
-    that is negative, not finite, or below ``MIN_CHUNK_SECONDS``.
+    that is negative, not finite, or below ``settings.MIN_CHUNK_SECONDS``.
     """
     check_chunk_seconds(chunk_seconds)
     duration = info.duration_s
@@ -252,7 +238,6 @@ class LocalExecutor:
 
     def extract(self, videos: list[VideoInput]) -> Iterator[tuple[VideoInput, Outcome]]:
         """Each video's chunks in turn, merged; a failure of any is that video's outcome."""
-        check_chunk_seconds(self.settings.chunk_seconds)  # a bad value fails the run, once
         for v in videos:
             outcome: Outcome
             try:
@@ -546,7 +531,6 @@ class RayExecutor:
         its other chunks then cancelled and their results ignored. Videos come back in
         completion order."""
         ray = self._ray
-        check_chunk_seconds(self.settings.chunk_seconds)  # a bad value fails the run, once
         probe_task = ray.remote(num_cpus=1, max_retries=2)(_probe_task)
         settings_ref, spec_ref = ray.put(self.settings), ray.put(self.spec)
         unprobed = deque(videos)

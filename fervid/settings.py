@@ -9,12 +9,28 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Any
 
 from fervid.errors import ConfigError
+
+#: Shortest ``chunk_seconds`` accepted: every chunk re-opens and re-indexes its video.
+MIN_CHUNK_SECONDS = 1.0
+
+
+def check_chunk_seconds(chunk_seconds: float) -> None:
+    """Raise :class:`ConfigError` unless ``chunk_seconds`` is 0 (off) or at least
+    ``MIN_CHUNK_SECONDS``."""
+    ok = math.isfinite(chunk_seconds) and chunk_seconds >= MIN_CHUNK_SECONDS
+    if not (chunk_seconds == 0 or ok):
+        raise ConfigError(
+            f"--chunk-seconds={chunk_seconds}; expected 0 (no chunking) or at least "
+            f"{MIN_CHUNK_SECONDS:g} seconds (default 300)"
+        )
+
 
 DEFAULT_EXTENSIONS = (
     ".mp4",
@@ -160,6 +176,9 @@ class RunSettings:
     # chunk); 0 disables. Structural: results are identical for any value, so it stays
     # out of the settings hash.
     chunk_seconds: float = 300.0
+
+    def __post_init__(self) -> None:
+        check_chunk_seconds(self.chunk_seconds)  # a bad value fails the run before any video
 
     def tunables(self) -> dict[str, Any]:
         """The settings that change results (and so enter the settings hash)."""

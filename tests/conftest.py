@@ -2,6 +2,14 @@
 
 Fixture names are stable; other test modules rely on them.
 
+``decord_fails_on_second_batch`` (function)
+    Patches :mod:`fervid.decode` so decord is preferred and its second frame batch
+    raises ``_DecordFailed``, as a read error mid-stream would.
+``model_path`` (session)
+    The shipped default model file, or ``$FERVID_MODEL``. A missing file fails the
+    test (a release without its model is broken), or skips it with
+    ``FERVID_ALLOW_NO_MODEL=1``.
+
 ``sample_dir`` (session)
     Folder with the real sample videos (``fetch_samples``): WolfgangLanger_Pexels.mp4,
     single_face.mp4, face_noface.mov, noface_face.mov, no_face.mp4, carphone_pristine.mp4,
@@ -36,6 +44,7 @@ Fixture names are stable; other test modules rely on them.
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable
 from fractions import Fraction
@@ -45,6 +54,7 @@ import av
 import numpy as np
 import pytest
 
+from fervid.modelfile import DEFAULT_MODEL_PATH, MODEL_ENV
 from fervid.sample_data import fetch_samples
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,6 +63,37 @@ ROOT = Path(__file__).resolve().parents[1]
 TRUNCATE_SOURCE = "WolfgangLanger_Pexels.mp4"
 
 _VFR_STEPS_MS = (20, 50)  # alternating frame intervals of a VFR clip, in runs of 10
+
+
+@pytest.fixture
+def decord_fails_on_second_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fervid import decode
+
+    real_batch = decode._DecordReader.batch
+    calls = {"n": 0}
+
+    def flaky_batch(self: decode._DecordReader, indices: list[int]) -> np.ndarray:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise decode._DecordFailed("simulated read error")
+        return real_batch(self, indices)
+
+    monkeypatch.setattr(decode._DecordReader, "batch", flaky_batch)
+    monkeypatch.setattr(decode, "PREFER_DECORD", True)
+
+
+@pytest.fixture(scope="session")
+def model_path() -> Path:
+    path = Path(os.environ.get(MODEL_ENV) or DEFAULT_MODEL_PATH)
+    if not path.is_file():
+        if os.environ.get("FERVID_ALLOW_NO_MODEL") == "1":
+            pytest.skip(f"no model file at {path} and FERVID_ALLOW_NO_MODEL=1")
+        pytest.fail(
+            f"the default model {path} is missing: ship it (fervid train ... then copy "
+            f"model.safetensors there), point {MODEL_ENV} at a model file, or set "
+            "FERVID_ALLOW_NO_MODEL=1 to skip the tests that need it"
+        )
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -221,23 +221,11 @@ def test_truncated_file_chunks_match_the_whole(truncated_video: Path) -> None:
     assert [len(c) for c in per_chunk] == [10, 6, 0, 0]
 
 
-def test_decord_failing_inside_a_range_continues_with_pyav(
-    sample_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.mark.usefixtures("decord_fails_on_second_batch")
+def test_decord_failing_inside_a_range_continues_with_pyav(sample_dir: Path) -> None:
     path = sample_dir / WOLF
     settings = SampleSettings(fps=2.0)
     reference = list(FrameSampler(path, settings, backend="pyav", start_s=5.0, end_s=15.0))
-    real_batch = decode._DecordReader.batch
-    calls = {"n": 0}
-
-    def flaky_batch(self: decode._DecordReader, indices: list[int]) -> np.ndarray:
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise decode._DecordFailed("simulated read error")
-        return real_batch(self, indices)
-
-    monkeypatch.setattr(decode._DecordReader, "batch", flaky_batch)
-    monkeypatch.setattr(decode, "PREFER_DECORD", True)
     sampler = FrameSampler(path, settings, backend="auto", start_s=5.0, end_s=15.0)
     frames = list(sampler)
     assert sampler.backend_used == "decord+pyav"
@@ -377,9 +365,9 @@ def test_local_executor_failures_stay_per_video(
 
 
 def test_bad_chunk_seconds_fails_the_run_not_each_video(tmp_path: Path) -> None:
-    executor = LocalExecutor(_settings(tmp_path, -1.0), DEBUG_SPEC, None)
+    # Refused when the run's settings are built, before any executor or video exists.
     with pytest.raises(ConfigError, match=r"--chunk-seconds=-1\.0"):
-        next(iter(executor.extract([])))
+        _settings(tmp_path, -1.0)
 
 
 def test_local_executor_a_failed_chunk_fails_its_video(

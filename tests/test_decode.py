@@ -235,22 +235,10 @@ def test_auto_backend_follows_keyframe_spacing(
     assert [f.frame_index for f in forced] == [f.frame_index for f in frames]
 
 
-def test_decord_failing_mid_stream_continues_with_pyav(
-    sample_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.mark.usefixtures("decord_fails_on_second_batch")
+def test_decord_failing_mid_stream_continues_with_pyav(sample_dir: Path) -> None:
     path = sample_dir / "WolfgangLanger_Pexels.mp4"
     reference, _ = _sample(path, "pyav", fps=2.0)
-    real_batch = decode._DecordReader.batch
-    calls = {"n": 0}
-
-    def flaky_batch(self: decode._DecordReader, indices: list[int]) -> np.ndarray:
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise decode._DecordFailed("simulated read error")
-        return real_batch(self, indices)
-
-    monkeypatch.setattr(decode._DecordReader, "batch", flaky_batch)
-    monkeypatch.setattr(decode, "PREFER_DECORD", True)
     frames, sampler = _sample(path, "auto", fps=2.0)
     assert sampler.backend_used == "decord+pyav"
     assert [f.frame_index for f in frames] == [f.frame_index for f in reference]

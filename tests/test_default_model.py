@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from fervid.modelfile import DEFAULT_MODEL_PATH, EMOTIONS, LoadedModel, load_model
+from fervid.modelfile import EMOTIONS, LoadedModel, load_model
 from fervid.training.evaluate import EvalReport, evaluate_model, format_table
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,20 +25,6 @@ FER2013_SUPPORT = [467, 56, 496, 895, 607, 653, 415]
 #: The issue's bar for the shipped model on FER-2013 validation (it scores 62.1 %).
 MIN_ACCURACY = 0.60
 MIN_FERPLUS_ACCURACY = 0.77
-
-
-@pytest.fixture(scope="module")
-def model_path() -> Path:
-    path = Path(os.environ.get("FERVID_MODEL", DEFAULT_MODEL_PATH))
-    if not path.is_file():
-        if os.environ.get("FERVID_ALLOW_NO_MODEL") == "1":
-            pytest.skip(f"no model file at {path} and FERVID_ALLOW_NO_MODEL=1")
-        pytest.fail(
-            f"the default model {path} is missing: ship it (fervid train ... then copy "
-            "model.safetensors there), point FERVID_MODEL at a model file, or set "
-            "FERVID_ALLOW_NO_MODEL=1 to skip these tests"
-        )
-    return path
 
 
 @pytest.fixture(scope="module")

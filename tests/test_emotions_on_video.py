@@ -9,7 +9,6 @@ segments) with the default model and check the emotions, not just the plumbing.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pandas as pd
@@ -17,21 +16,10 @@ import pytest
 from typer.testing import CliRunner
 
 from fervid.cli import EXIT_OK, app
-from fervid.modelfile import DEFAULT_MODEL_PATH, MODEL_ENV
 from fervid.schema import FRAMES, SEGMENTS
 from fervid.store import read_table
 
 WOLF = "WolfgangLanger_Pexels.mp4"  # 19.7 s: sadness, then laughter
-
-
-@pytest.fixture(scope="module")
-def model_path() -> Path:
-    path = Path(os.environ.get(MODEL_ENV) or DEFAULT_MODEL_PATH)
-    if not path.is_file():
-        if os.environ.get("FERVID_ALLOW_NO_MODEL") == "1":
-            pytest.skip(f"no model file at {path} and FERVID_ALLOW_NO_MODEL=1")
-        pytest.fail(f"the default model {path} is missing; ship it or set {MODEL_ENV}")
-    return path
 
 
 @pytest.fixture(scope="module")

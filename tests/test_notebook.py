@@ -10,7 +10,6 @@ and ``FERVID_ALLOW_NO_MODEL=1`` turns a missing model into a skip.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import sys
 from pathlib import Path
 
@@ -21,7 +20,6 @@ import pytest
 from nbclient import NotebookClient
 
 from fervid.discover import discover, fingerprint
-from fervid.modelfile import DEFAULT_MODEL_PATH, MODEL_ENV
 from fervid.settings import DiscoverSettings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,21 +67,9 @@ def test_excerpt_past_the_end_of_its_source_is_refused(tmp_path: Path, sample_di
     assert not list(tmp_path.rglob("*late*"))  # no half-written file left behind
 
 
-@pytest.fixture
-def model_available() -> None:
-    path = Path(os.environ.get(MODEL_ENV) or DEFAULT_MODEL_PATH)
-    if not path.is_file():
-        if os.environ.get("FERVID_ALLOW_NO_MODEL") == "1":
-            pytest.skip(f"no model file at {path} and FERVID_ALLOW_NO_MODEL=1")
-        pytest.fail(
-            f"the notebook needs the default model {path}: ship it, point {MODEL_ENV} at a "
-            "model file, or set FERVID_ALLOW_NO_MODEL=1 to skip"
-        )
-
-
 @pytest.mark.slow
 def test_longitudinal_notebook_runs(
-    tmp_path: Path, sample_dir: Path, model_available: None, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, sample_dir: Path, model_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     work = tmp_path / "demo"
     monkeypatch.setenv("FERVID_DEMO_DIR", str(work))  # the kernel inherits the environment
