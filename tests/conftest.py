@@ -5,6 +5,9 @@ Fixture names are stable; other test modules rely on them.
 ``decord_fails_on_second_batch`` (function)
     Patches :mod:`fervid.decode` so decord is preferred and its second frame batch
     raises ``_DecordFailed``, as a read error mid-stream would.
+``data_root`` (session)
+    The shared FER data folder: ``$FERVID_DATA``, else ``../shared/data`` beside the
+    checkout. A missing folder fails the test with a message saying so.
 ``model_path`` (session)
     The shipped default model file, or ``$FERVID_MODEL``. A missing file fails the
     test (a release without its model is broken), or skips it with
@@ -80,6 +83,20 @@ def decord_fails_on_second_batch(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(decode._DecordReader, "batch", flaky_batch)
     monkeypatch.setattr(decode, "PREFER_DECORD", True)
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    repo = Path(__file__).resolve().parents[1]
+    root = Path(os.environ.get("FERVID_DATA", repo.parent / "shared" / "data"))
+    needed = ("fer2013/train", "fer2013/val", "ferplus/FER2013Train", "ferplus/FER2013Valid")
+    missing = [d for d in needed if not (root / d).is_dir()]
+    if missing:
+        pytest.fail(
+            f"shared FER data not found at {root} (missing {', '.join(missing)}); "
+            "clone fervid beside shared/ or set FERVID_DATA to the data folder"
+        )
+    return root
 
 
 @pytest.fixture(scope="session")

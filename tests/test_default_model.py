@@ -11,7 +11,6 @@ Environment:
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import pytest
@@ -19,20 +18,11 @@ import pytest
 from fervid.modelfile import EMOTIONS, LoadedModel, load_model
 from fervid.training.evaluate import EvalReport, evaluate_model, format_table
 
-REPO = Path(__file__).resolve().parents[1]
 #: The whole FER-2013 validation split (PublicTest), in its natural class mix.
 FER2013_SUPPORT = [467, 56, 496, 895, 607, 653, 415]
 #: The issue's bar for the shipped model on FER-2013 validation (it scores 62.1 %).
 MIN_ACCURACY = 0.60
 MIN_FERPLUS_ACCURACY = 0.77
-
-
-@pytest.fixture(scope="module")
-def data_root() -> Path:
-    root = Path(os.environ.get("FERVID_DATA", REPO.parent / "shared" / "data"))
-    if not (root / "fer2013" / "val").is_dir():
-        pytest.fail(f"shared data not found at {root}; set FERVID_DATA to its folder")
-    return root
 
 
 @pytest.fixture(scope="module")

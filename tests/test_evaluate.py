@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 from pathlib import Path
 
@@ -26,17 +25,8 @@ from fervid.training.evaluate import (
     measure_inference_speed,
 )
 
-REPO = Path(__file__).resolve().parents[1]
 SPEC = ModelSpec(input_size=32, width_mult=0.25, temperature=2.0)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture(scope="module")
-def data_root() -> Path:
-    root = Path(os.environ.get("FERVID_DATA", REPO.parent / "shared" / "data"))
-    if not (root / "fer2013" / "val").is_dir():
-        pytest.fail(f"shared data not found at {root}; set FERVID_DATA to its folder")
-    return root
 
 
 def input_sensitive_network(spec: ModelSpec, data_root: Path) -> torch.nn.Module:

@@ -7,7 +7,6 @@ does not oversubscribe), 2 epochs, then ``resume`` to 3 epochs.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +22,6 @@ from fervid.training.train import BEST_MODEL, CHECKPOINT, FINAL_MODEL, TrainOpti
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
 LIMIT = 224  # images per source: 32 per class from fer2013/train, the first 224 FER+ rows
 
 RECIPE = """
@@ -62,14 +60,6 @@ brightness = 0.0
 contrast = 0.0
 erase_p = 0.0
 """
-
-
-@pytest.fixture(scope="module")
-def data_root() -> Path:
-    root = Path(os.environ.get("FERVID_DATA", REPO.parent / "shared" / "data"))
-    if not (root / "fer2013" / "train").is_dir():
-        pytest.fail(f"shared training data not found at {root}; set FERVID_DATA to its folder")
-    return root
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -36,14 +35,6 @@ FER2013_VAL_COUNTS = {
     "sad": 653,
     "surprise": 415,
 }
-
-
-@pytest.fixture(scope="module")
-def data_root() -> Path:
-    root = Path(os.environ.get("FERVID_DATA", REPO.parent / "shared" / "data"))
-    if not (root / "fer2013" / "val").is_dir():
-        pytest.fail(f"shared training data not found at {root}; set FERVID_DATA to its folder")
-    return root
 
 
 def votes(**kw: int) -> np.ndarray:
