@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from fervid.modelfile import DEFAULT_MODEL_PATH, ModelSpec, build_network, save_model
+from fervid.model.modelfile import DEFAULT_MODEL_PATH, ModelSpec, build_network, save_model
 from fervid.training.evaluate import measure_inference_speed
 
 BATCH_SIZES = (1, 16, 64, 256)

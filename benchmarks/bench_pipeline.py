@@ -109,11 +109,11 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="also write the numbers here")
     a = ap.parse_args()
 
-    from fervid.classify import EmotionClassifier
-    from fervid.crop import crop_faces
-    from fervid.decode import FrameSampler, probe
-    from fervid.detect import FaceDetector
-    from fervid.engine import run
+    from fervid.engine.runner import run
+    from fervid.extract.crop import crop_faces
+    from fervid.extract.decode import FrameSampler, probe
+    from fervid.extract.detect import FaceDetector
+    from fervid.model.classify import EmotionClassifier
     from fervid.settings import (
         ClassifySettings,
         CropSettings,

@@ -128,7 +128,7 @@ def process(
 ) -> None:
     """Analyse videos and write per-frame, per-segment and per-video emotion tables."""
     from fervid import settings as s
-    from fervid.engine import LocalExecutor, run
+    from fervid.engine.runner import LocalExecutor, run
 
     try:
         settings = s.RunSettings(
@@ -164,7 +164,7 @@ def process(
     except FervidError as e:
         raise _fail(e) from None
 
-    from fervid.progress import RichHooks, print_summary
+    from fervid.engine.progress import RichHooks, print_summary
 
     hooks = RichHooks(console, enabled=not quiet)
     try:
@@ -299,7 +299,7 @@ def summarize(
     ] = None,
 ) -> None:
     """Write sessions.parquet: one row per recording and face with the affect indices."""
-    from fervid.summary import sessions_path, summarize_dir, write_sessions
+    from fervid.longitudinal.summary import sessions_path, summarize_dir, write_sessions
 
     try:
         path = write_sessions(summarize_dir(results, patient), sessions_path(results))
@@ -340,8 +340,8 @@ def trends(
     import pyarrow.parquet as pq
     from rich.console import Console as _Console
 
-    from fervid.summary import load_sessions
-    from fervid.trends import format_trends, trends_table
+    from fervid.longitudinal.summary import load_sessions
+    from fervid.longitudinal.trends import format_trends, trends_table
 
     try:
         table = trends_table(
@@ -373,7 +373,7 @@ def report(
     ] = False,
 ) -> None:
     """Self-contained HTML report: timelines per recording, trends per subject, tables."""
-    from fervid.report import build_report
+    from fervid.longitudinal.report import build_report
 
     try:
         path = build_report(

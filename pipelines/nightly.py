@@ -174,7 +174,7 @@ def run_fervid(argv: list[str], timeout_s: float | None) -> tuple[int | None, st
 def count_videos(dataset: Path, since: dt.datetime) -> dict[str, Any]:
     """Status counts of the whole videos table and of the rows processed since ``since``."""
     from fervid.errors import InputError
-    from fervid.store import read_table
+    from fervid.output.store import read_table
 
     try:
         v = read_table(dataset, "videos").select(["path", "status", "error", "processed_at"])
@@ -201,12 +201,12 @@ def count_videos(dataset: Path, since: dt.datetime) -> dict[str, Any]:
 
 def refresh(args: argparse.Namespace, report_dir: Path) -> dict[str, Any]:
     """Rewrite sessions.parquet (and the report); return their paths."""
-    from fervid.summary import sessions_path, summarize_dir, write_sessions
+    from fervid.longitudinal.summary import sessions_path, summarize_dir, write_sessions
 
     sessions = summarize_dir(args.dataset, args.patient_override)
     out = {"sessions": str(write_sessions(sessions, sessions_path(args.dataset)))}
     if not args.no_report:
-        from fervid.report import build_report
+        from fervid.longitudinal.report import build_report
 
         out["report"] = str(build_report(args.dataset, report_dir, sessions=sessions))
     return out

@@ -27,9 +27,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fervid.modelfile import EMOTIONS
-from fervid.report import build_report
-from fervid.schema import (
+from fervid.longitudinal.report import build_report
+from fervid.model.modelfile import EMOTIONS
+from fervid.output.schema import (
     FRAMES,
     SEGMENTS,
     VIDEOS,

@@ -3,7 +3,7 @@
 Fixture names are stable; other test modules rely on them.
 
 ``decord_fails_on_second_batch`` (function)
-    Patches :mod:`fervid.decode` so decord is preferred and its second frame batch
+    Patches :mod:`fervid.extract.decode` so decord is preferred and its second frame batch
     raises ``_DecordFailed``, as a read error mid-stream would.
 ``data_root`` (session)
     The shared FER data folder: ``$FERVID_DATA``, else ``../shared/data`` beside the
@@ -57,7 +57,7 @@ import av
 import numpy as np
 import pytest
 
-from fervid.modelfile import DEFAULT_MODEL_PATH, MODEL_ENV
+from fervid.model.modelfile import DEFAULT_MODEL_PATH, MODEL_ENV
 from fervid.sample_data import fetch_samples
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,7 +70,7 @@ _VFR_STEPS_MS = (20, 50)  # alternating frame intervals of a VFR clip, in runs o
 
 @pytest.fixture
 def decord_fails_on_second_batch(monkeypatch: pytest.MonkeyPatch) -> None:
-    from fervid import decode
+    from fervid.extract import decode
 
     real_batch = decode._DecordReader.batch
     calls = {"n": 0}

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fervid.modelfile import ModelSpec, build_network, save_model
+from fervid.model.modelfile import ModelSpec, build_network, save_model
 
 #: Small and fast: 32 px grey input, a quarter-width MobileNetV2 (~0.5 MB on disk).
 DEBUG_SPEC = ModelSpec(input_size=32, width_mult=0.25, dropout=0.0)

@@ -1,6 +1,6 @@
 """Hand-built fervid tables for the summary / trends / report / nightly tests.
 
-Rows are built against fervid.schema so they stay valid when the schema grows; every
+Rows are built against fervid.output.schema so they stay valid when the schema grows; every
 value a test asserts on is chosen here by hand.
 """
 
@@ -13,8 +13,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fervid.modelfile import EMOTIONS
-from fervid.schema import (
+from fervid.model.modelfile import EMOTIONS
+from fervid.output.schema import (
     FRAMES,
     SEGMENTS,
     VIDEOS,

@@ -18,16 +18,17 @@ import pytest
 from conftest import frame_number
 from helpers_model import DEBUG_SPEC, ray_session  # noqa: F401  (fixture)
 
-from fervid import decode, engine
-from fervid.decode import FrameSampler, probe
-from fervid.engine import (
+from fervid.engine.runner import (
     LocalExecutor,
     RayExecutor,
     extract_video,
     merge_video_faces,
     plan_chunks,
 )
+from fervid.engine import runner as engine
 from fervid.errors import ConfigError, DecodeError
+from fervid.extract import decode
+from fervid.extract.decode import FrameSampler, probe
 from fervid.records import Frame, VideoFaces, VideoInfo, VideoInput
 from fervid.settings import RunSettings, SampleSettings
 

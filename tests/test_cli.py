@@ -29,12 +29,12 @@ from helpers_model import (
 )
 from typer.testing import CliRunner, Result
 
-import fervid.decode
-import fervid.discover
-from fervid.classes import EMOTIONS
+import fervid.extract.decode
+import fervid.extract.discover
 from fervid.cli import EXIT_FAILED_VIDEOS, EXIT_OK, EXIT_USAGE, app
-from fervid.modelfile import file_sha256
-from fervid.schema import (
+from fervid.model.classes import EMOTIONS
+from fervid.model.modelfile import file_sha256
+from fervid.output.schema import (
     FRAMES,
     META_MODEL_SHA256,
     META_SETTINGS,
@@ -46,7 +46,7 @@ from fervid.schema import (
     schema_for,
     smooth_col,
 )
-from fervid.store import output_paths, read_table
+from fervid.output.store import output_paths, read_table
 
 GOOD = "single_face.mp4"  # 2.4 s, one face in every sampled frame
 NO_FACE = "no_face.mp4"  # 3.9 s, nobody in view
@@ -111,7 +111,7 @@ def assert_no_duplicates(out: Path) -> None:
 # --------------------------------------------------------------------------- content checks
 def as_stored(schema: pa.Schema) -> pa.Schema:
     """``schema`` as a Parquet file holds it: Parquet has no seconds unit, so timestamp[s]
-    is stored as milliseconds (:func:`fervid.store.read_table` casts it back)."""
+    is stored as milliseconds (:func:`fervid.output.store.read_table` casts it back)."""
     fields = [
         f.with_type(pa.timestamp("ms", tz=f.type.tz))
         if pa.types.is_timestamp(f.type) and f.type.unit == "s"
@@ -228,8 +228,8 @@ def unreadable_video(
                 raise PermissionError(13, "Permission denied", str(file))
             return open(file, *args, **kwargs)
 
-        monkeypatch.setattr(fervid.decode, "open", guarded_open, raising=False)
-        monkeypatch.setattr(fervid.discover, "open", guarded_open, raising=False)
+        monkeypatch.setattr(fervid.extract.decode, "open", guarded_open, raising=False)
+        monkeypatch.setattr(fervid.extract.discover, "open", guarded_open, raising=False)
     yield path
     path.chmod(0o644)
 

@@ -8,9 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
-from fervid.crop import crop_faces, cut_square, eye_angle_deg, face_squares
-from fervid.modelfile import ModelSpec
-from fervid.preprocess import resize_faces
+from fervid.extract.crop import crop_faces, cut_square, eye_angle_deg, face_squares
+from fervid.model.modelfile import ModelSpec
+from fervid.model.preprocess import resize_faces
 from fervid.records import Detections
 from fervid.sample_data import fetch_samples
 from fervid.settings import CropSettings

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from conftest import frame_number, vfr_times
 
-from fervid import decode
-from fervid.decode import Backend, FrameSampler, probe
 from fervid.errors import ConfigError, DecodeError
+from fervid.extract import decode
+from fervid.extract.decode import Backend, FrameSampler, probe
 from fervid.records import Frame
 from fervid.settings import SampleSettings
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from fervid.modelfile import EMOTIONS, LoadedModel, load_model
+from fervid.model.modelfile import EMOTIONS, LoadedModel, load_model
 from fervid.training.evaluate import EvalReport, evaluate_model, format_table
 
 #: The whole FER-2013 validation split (PublicTest), in its natural class mix.

@@ -9,13 +9,19 @@ import cv2
 import numpy as np
 import pytest
 
-import fervid.detect as detect
-from fervid.detect import CAFFEMODEL, PROTOTXT, FaceDetector, set_opencv_threads, weights_dir
+import fervid.extract.detect as detect
 from fervid.errors import DetectorError
+from fervid.extract.detect import (
+    CAFFEMODEL,
+    PROTOTXT,
+    FaceDetector,
+    set_opencv_threads,
+    weights_dir,
+)
 from fervid.records import Detections
 from fervid.sample_data import fetch_samples
 from fervid.settings import DetectSettings
-from fervid.track import iou_matrix
+from fervid.timeline.track import iou_matrix
 
 #: Hand-placed centres of the five faces in stills/multi_face.jpg (x, y pixels).
 MULTI_FACE_CENTRES = np.array([(265, 118), (363, 295), (478, 263), (581, 368), (736, 355)])

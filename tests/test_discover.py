@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from fervid.discover import FINGERPRINT_WINDOW, IdPattern, discover, fingerprint
 from fervid.errors import ConfigError, InputError
+from fervid.extract.discover import FINGERPRINT_WINDOW, IdPattern, discover, fingerprint
 from fervid.settings import DEFAULT_EXTENSIONS, DiscoverSettings
 
 # Discovery never decodes, so the "videos" here are small files of distinct bytes.
@@ -189,7 +189,7 @@ def _deny_open(name: str):
 def test_unreadable_file_is_returned_with_path_id_simulated(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import fervid.discover as module
+    import fervid.extract.discover as module
 
     (tmp_path / "locked.mp4").write_bytes(b"secret" * 100)
     (tmp_path / "open.mp4").write_bytes(b"public" * 100)

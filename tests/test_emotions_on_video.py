@@ -16,8 +16,8 @@ import pytest
 from typer.testing import CliRunner
 
 from fervid.cli import EXIT_OK, app
-from fervid.schema import FRAMES, SEGMENTS
-from fervid.store import read_table
+from fervid.output.schema import FRAMES, SEGMENTS
+from fervid.output.store import read_table
 
 WOLF = "WolfgangLanger_Pexels.mp4"  # 19.7 s: sadness, then laughter
 

@@ -1,4 +1,4 @@
-"""fervid.engine: the per-video stages, the executors and the failure isolation of run()."""
+"""fervid.engine.runner: the per-video stages, the executors and the failure isolation of run()."""
 
 from __future__ import annotations
 
@@ -14,14 +14,15 @@ from helpers_model import (
     ray_session,  # noqa: F401 (a session fixture)
 )
 
-from fervid import engine
-from fervid.classes import EMOTIONS
-from fervid.discover import discover
-from fervid.engine import LocalExecutor, error_message, extract_video, finish_video, run
+from fervid.engine.runner import LocalExecutor, error_message, extract_video, finish_video, run
+from fervid.engine import runner as engine
 from fervid.errors import DecodeError
-from fervid.modelfile import ModelSpec
+from fervid.extract.discover import discover
+from fervid.model.classes import EMOTIONS
+from fervid.model.modelfile import ModelSpec
+from fervid.output.schema import FRAMES, VIDEOS, prob_col, smooth_col
+from fervid.output.store import read_table
 from fervid.records import VideoFaces, VideoInfo, VideoInput
-from fervid.schema import FRAMES, VIDEOS, prob_col, smooth_col
 from fervid.settings import (
     ClassifySettings,
     DiscoverSettings,
@@ -30,8 +31,7 @@ from fervid.settings import (
     Smoothing,
     SmoothSettings,
 )
-from fervid.smooth import segment_index_per_row
-from fervid.store import read_table
+from fervid.timeline.smooth import segment_index_per_row
 
 GOOD = "single_face.mp4"  # 640x360, 2.4 s, one face throughout
 NO_FACE = "no_face.mp4"

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from fervid.classify import EmotionClassifier
 from fervid.errors import ConfigError, DataError, ModelError
-from fervid.modelfile import EMOTIONS, ModelSpec, build_network, load_model, save_model
-from fervid.preprocess import resize_faces, to_model_input
+from fervid.model.classify import EmotionClassifier
+from fervid.model.modelfile import EMOTIONS, ModelSpec, build_network, load_model, save_model
+from fervid.model.preprocess import resize_faces, to_model_input
 from fervid.settings import ClassifySettings, Device
 from fervid.training.data import FerPlusMode, load_folder
 from fervid.training.evaluate import (

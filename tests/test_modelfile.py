@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from fervid.errors import ModelError
-from fervid.modelfile import (
+from fervid.model.modelfile import (
     EMOTIONS,
     METADATA_KEY,
     ModelSpec,

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 from nbclient import NotebookClient
 
-from fervid.discover import discover, fingerprint
+from fervid.extract.discover import discover, fingerprint
 from fervid.settings import DiscoverSettings
 
 REPO = Path(__file__).resolve().parents[1]

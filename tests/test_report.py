@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from longitudinal_tables import frame_rows, session, tables, video_row, write_dataset
 
-from fervid.report import FIGURES_DIR, build_report
+from fervid.longitudinal.report import FIGURES_DIR, build_report
 
 D0 = dt.date(2024, 5, 6)
 # P017: four weekly sessions (valence .1 .2 .3 then -.5: a departure), a session without a

@@ -1,4 +1,4 @@
-"""Smoothing and segmentation of one face's probabilities (fervid.smooth)."""
+"""Smoothing and segmentation of one face's probabilities (fervid.timeline.smooth)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from fervid.settings import Smoothing, SmoothSettings
-from fervid.smooth import sampling_interval, segment, segment_index_per_row, smooth_probs
+from fervid.timeline.smooth import sampling_interval, segment, segment_index_per_row, smooth_probs
 
 EMA = SmoothSettings(method=Smoothing.EMA, seconds=1.5, min_segment_s=0.0, hysteresis=0.0)
 

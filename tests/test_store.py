@@ -17,9 +17,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from fervid.errors import ConfigError, InputError
-from fervid.modelfile import EMOTIONS
-from fervid.records import VideoFaces, VideoInfo, VideoInput, VideoResult
-from fervid.schema import (
+from fervid.model.modelfile import EMOTIONS
+from fervid.output.schema import (
     META_MODEL_SHA256,
     META_SETTINGS,
     META_SETTINGS_HASH,
@@ -28,16 +27,17 @@ from fervid.schema import (
     segments_schema,
     videos_schema,
 )
-from fervid.settings import SmoothSettings
-from fervid.smooth import segment
-from fervid.store import Layout, OutputStore, layout_of, output_paths, parts_root, read_table
-from fervid.tables import (
+from fervid.output.store import Layout, OutputStore, layout_of, output_paths, parts_root, read_table
+from fervid.output.tables import (
     Identity,
     failed_video_table,
     frames_table,
     segments_table,
     video_row_table,
 )
+from fervid.records import VideoFaces, VideoInfo, VideoInput, VideoResult
+from fervid.settings import SmoothSettings
+from fervid.timeline.smooth import segment
 
 WHEN = datetime(2024, 2, 1, tzinfo=UTC)
 SETTINGS = {"smooth": {"seconds": 1.5}, "sample": {"fps": 2.0}}

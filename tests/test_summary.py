@@ -13,7 +13,7 @@ import pytest
 from longitudinal_tables import frame_rows, session, tables, video_row, write_dataset
 
 from fervid.errors import ConfigError, DataError
-from fervid.summary import (
+from fervid.longitudinal.summary import (
     RULE_LONGEST,
     RULE_NO_FACE,
     RULE_NOT_ANALYSED,

@@ -9,9 +9,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from fervid.records import Segment, VideoFaces, VideoInfo, VideoInput, VideoResult
-from fervid.schema import frames_schema, segments_schema, videos_schema
-from fervid.tables import (
+from fervid.output.schema import frames_schema, segments_schema, videos_schema
+from fervid.output.tables import (
     Identity,
     check_schema,
     failed_video_table,
@@ -19,6 +18,7 @@ from fervid.tables import (
     segments_table,
     video_row_table,
 )
+from fervid.records import Segment, VideoFaces, VideoInfo, VideoInput, VideoResult
 
 CLASSES = ("happy", "neutral", "sad")
 WHEN = datetime(2024, 2, 1, 3, 4, 5, tzinfo=UTC)

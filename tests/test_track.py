@@ -8,11 +8,11 @@ import cv2
 import numpy as np
 import pytest
 
-from fervid.detect import FaceDetector
+from fervid.extract.detect import FaceDetector
 from fervid.records import Detections
 from fervid.sample_data import fetch_samples
 from fervid.settings import DetectSettings, TrackSettings
-from fervid.track import FaceTracker, assign_face_ids, iou_matrix
+from fervid.timeline.track import FaceTracker, assign_face_ids, iou_matrix
 
 DT = 0.5  # seconds between sampled frames (2 fps)
 SETTINGS = TrackSettings(min_iou=0.3, max_center_dist=0.5, max_gap_s=2.0)

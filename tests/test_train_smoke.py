@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from fervid.modelfile import EMOTIONS, load_model
+from fervid.model.modelfile import EMOTIONS, load_model
 from fervid.training.evaluate import evaluate_model
 from fervid.training.recipe import load_recipe
 from fervid.training.train import BEST_MODEL, CHECKPOINT, FINAL_MODEL, TrainOptions, run_training

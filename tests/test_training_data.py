@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from fervid.errors import ConfigError, DataError
-from fervid.modelfile import EMOTIONS
+from fervid.model.modelfile import EMOTIONS
 from fervid.training.data import (
     FERPLUS_COLUMNS,
     FerPlusMode,

@@ -12,8 +12,8 @@ from longitudinal_tables import PROCESSED_AT, session, tables
 from rich.console import Console
 
 from fervid.errors import ConfigError, InputError
-from fervid.summary import sessions_schema, summarize_sessions
-from fervid.trends import (
+from fervid.longitudinal.summary import sessions_schema, summarize_sessions
+from fervid.longitudinal.trends import (
     TrendSettings,
     default_indices,
     format_trends,

@@ -15,8 +15,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fervid.classes import EMOTIONS
 from fervid.errors import DataError
+from fervid.model.classes import EMOTIONS
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".pgm")
 

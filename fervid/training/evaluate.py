@@ -1,7 +1,7 @@
 """Evaluate an emotion model file on a labelled face set; measure its CPU speed.
 
-The images go through the inference code path (:func:`fervid.preprocess.resize_faces`
-then :func:`fervid.preprocess.normalize`) and the model's fitted temperature, so the
+The images go through the inference code path (:func:`fervid.model.preprocess.resize_faces`
+then :func:`fervid.model.preprocess.normalize`) and the model's fitted temperature, so the
 numbers describe what ``fervid process`` produces. Metrics are also reported at T = 1,
 which shows what temperature scaling did to calibration (ECE, NLL).
 
@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from fervid.errors import ConfigError, DataError, ModelError
-from fervid.modelfile import ModelSpec, load_model
-from fervid.preprocess import normalize, resize_faces, to_model_input
+from fervid.model.modelfile import ModelSpec, load_model
+from fervid.model.preprocess import normalize, resize_faces, to_model_input
 from fervid.training.data import FerPlusMode, load_dataset
 from fervid.training.figures import (
     plot_confusion,
@@ -385,7 +385,7 @@ def measure_inference_speed(
     """Faces per second of preprocessing + network + softmax on the CPU.
 
     Synthetic uint8 BGR crops (``batch_size``, ``crop_size``, ``crop_size``, 3), like the
-    detector's crops of video frames, go through :func:`fervid.preprocess.to_model_input`
+    detector's crops of video frames, go through :func:`fervid.model.preprocess.to_model_input`
     and the network under ``torch.inference_mode`` for at least ``seconds`` after one
     warm-up batch, with torch's current intra-op thread count. Longer ``seconds`` gives a
     steadier number.

@@ -16,7 +16,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from fervid.colors import class_colors
+from fervid.longitudinal.colors import class_colors
 from fervid.training.metrics import Reliability, RocCurve, normalize_rows
 
 DPI = 130

@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from fervid.errors import ConfigError, DataError
-from fervid.modelfile import EMOTIONS, ModelSpec, build_network, save_model
-from fervid.preprocess import resize_faces, standardize
+from fervid.model.modelfile import EMOTIONS, ModelSpec, build_network, save_model
+from fervid.model.preprocess import resize_faces, standardize
 from fervid.training.augment import augment
 from fervid.training.data import ImageSet, load_dataset
 from fervid.training.recipe import DataSource, Recipe
@@ -439,7 +439,7 @@ def finalize(
     history: list[dict[str, Any]], progress: Callable[[str], None],
 ) -> Path:  # fmt: skip
     """Best EMA weights + a temperature fitted on the validation splits -> final model file."""
-    from fervid.modelfile import load_model
+    from fervid.model.modelfile import load_model
 
     best = load_model(opts.out_dir / BEST_MODEL, device=device)
     logits = np.concatenate([predict_logits(best.network, ds, spec, device) for ds in val.values()])

@@ -24,7 +24,7 @@ def crop_dir(root: Path, video_id: str) -> Path:
 def save_frame_crops(root: Path, video_id: str, frame_index: int, crops: np.ndarray) -> list[Path]:
     """Write one frame's crops; returns the files written (none for an empty frame).
 
-    ``crops``: uint8 (m, S, S) gray or (m, S, S, 3) RGB, as :func:`fervid.crop.crop_faces`
+    ``crops``: uint8 (m, S, S) gray or (m, S, S, 3) RGB, as :func:`fervid.extract.crop.crop_faces`
     returns them. Raises :class:`InputError` when a file cannot be written.
     """
     if len(crops) == 0:

@@ -29,7 +29,7 @@ import numpy as np
 
 from fervid import __version__
 from fervid.errors import FervidError
-from fervid.modelfile import ModelSpec
+from fervid.model.modelfile import ModelSpec
 from fervid.records import VideoFaces, VideoInfo, VideoInput, VideoResult
 from fervid.settings import RunSettings, check_chunk_seconds
 
@@ -77,10 +77,10 @@ def extract_video(
     equals the whole video. ``info``: the video's probe, when already known (chunks of
     one video share it); probed here when None.
     """
-    from fervid.crop import crop_faces
-    from fervid.crop_export import save_frame_crops
-    from fervid.decode import FrameSampler, probe
-    from fervid.detect import FaceDetector
+    from fervid.extract.crop import crop_faces
+    from fervid.extract.crop_export import save_frame_crops
+    from fervid.extract.decode import FrameSampler, probe
+    from fervid.extract.detect import FaceDetector
 
     t0 = time.perf_counter()
     if info is None:
@@ -167,7 +167,7 @@ def merge_video_faces(parts: list[VideoFaces]) -> VideoFaces:
 def extract_video_chunked(video: VideoInput, settings: RunSettings, spec: ModelSpec) -> VideoFaces:
     """probe -> :func:`extract_video` per chunk of :func:`plan_chunks` -> merge, in this
     process, one chunk after another (what :class:`LocalExecutor` runs per video)."""
-    from fervid.decode import probe
+    from fervid.extract.decode import probe
 
     t0 = time.perf_counter()
     info = probe(video.path)
@@ -191,8 +191,8 @@ def finish_video(
     faces: VideoFaces, probs: np.ndarray, class_names: tuple[str, ...], settings: RunSettings
 ) -> VideoResult:
     """track -> smooth -> segment, per face, on one video's classified rows."""
-    from fervid.smooth import segment, smooth_probs
-    from fervid.track import assign_face_ids
+    from fervid.timeline.smooth import segment, smooth_probs
+    from fervid.timeline.track import assign_face_ids
 
     face_id = assign_face_ids(
         faces.timestamp_s, faces.frame_index, faces.boxes, settings.track
@@ -307,10 +307,10 @@ def run(
     hooks: Hooks | None = None,
 ) -> RunSummary:
     """Discover, skip what is done, process the rest, write, finalize."""
-    from fervid.classify import EmotionClassifier
-    from fervid.discover import discover
-    from fervid.store import OutputStore
-    from fervid.tables import (
+    from fervid.extract.discover import discover
+    from fervid.model.classify import EmotionClassifier
+    from fervid.output.store import OutputStore
+    from fervid.output.tables import (
         Identity,
         failed_video_table,
         frames_table,
@@ -418,7 +418,7 @@ def _short(s: str) -> str:
 
 
 def _empty_tables(spec: ModelSpec, store: Any) -> tuple[Any, Any]:
-    from fervid.schema import frames_schema, segments_schema
+    from fervid.output.schema import frames_schema, segments_schema
 
     return frames_schema(spec.class_names).empty_table(), segments_schema(
         spec.class_names
@@ -458,7 +458,7 @@ def _extract_task(
 
 def _probe_task(path: Path) -> tuple[VideoInfo, float] | Exception:
     """Ray task body: (the video's probe, seconds it took), or the error as a value."""
-    from fervid.decode import probe
+    from fervid.extract.decode import probe
 
     t0 = time.perf_counter()
     try:
@@ -483,7 +483,7 @@ class _ClassifierActor:
     """Holds the model once (on the GPU when there is one) and classifies batches."""
 
     def __init__(self, settings: Any, cpu_threads: int) -> None:
-        from fervid.classify import EmotionClassifier
+        from fervid.model.classify import EmotionClassifier
 
         self.classifier = EmotionClassifier(settings=settings, cpu_threads=cpu_threads)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from fervid.classes import EMOTIONS
+from fervid.model.classes import EMOTIONS
 
 # Output file names: ``--out results.parquet`` writes frames there and the others beside
 # it; ``--out dir/`` writes one file per video under these sub-folders.

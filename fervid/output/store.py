@@ -40,7 +40,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from fervid.errors import ConfigError, InputError
-from fervid.schema import (
+from fervid.output.schema import (
     FRAMES,
     META_MODEL_SHA256,
     META_SETTINGS,
@@ -53,7 +53,7 @@ from fervid.schema import (
     VIDEOS,
     schema_for,
 )
-from fervid.tables import check_schema
+from fervid.output.tables import check_schema
 
 try:  # POSIX advisory locks; on other systems runs are simply not guarded
     import fcntl

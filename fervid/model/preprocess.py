@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import torch
 
-from fervid.modelfile import ModelSpec
+from fervid.model.modelfile import ModelSpec
 
 
 def resize_faces(faces: list[np.ndarray] | np.ndarray, spec: ModelSpec) -> np.ndarray:

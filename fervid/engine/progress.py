@@ -9,7 +9,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from fervid.engine import RunSummary
+from fervid.engine.runner import RunSummary
 from fervid.records import VideoInput
 
 

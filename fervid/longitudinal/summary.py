@@ -40,10 +40,18 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fervid.classes import EMOTIONS
 from fervid.errors import ConfigError, DataError, InputError
-from fervid.schema import FRAMES, SEGMENTS, STATUS_OK, VIDEOS, schema_for, share_col, smooth_col
-from fervid.store import Layout, layout_of, output_paths, parts_root, read_table
+from fervid.model.classes import EMOTIONS
+from fervid.output.schema import (
+    FRAMES,
+    SEGMENTS,
+    STATUS_OK,
+    VIDEOS,
+    schema_for,
+    share_col,
+    smooth_col,
+)
+from fervid.output.store import Layout, layout_of, output_paths, parts_root, read_table
 
 # --------------------------------------------------------------------------- indices
 #: Classes counted as positive / negative affect. Classes a model lacks are ignored.

@@ -40,10 +40,8 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from fervid import __version__
-from fervid.colors import emotion_color
-from fervid.schema import FRAMES, SEGMENTS, STATUS_OK, VIDEOS, share_col, smooth_col
-from fervid.store import Layout, layout_of, output_paths, parts_root
-from fervid.summary import (
+from fervid.longitudinal.colors import emotion_color
+from fervid.longitudinal.summary import (
     FALLBACK_INTERVAL_S,
     RULE_NO_FACE,
     RULE_OVERRIDE,
@@ -52,7 +50,15 @@ from fervid.summary import (
     class_names_of,
     summarize_dir,
 )
-from fervid.trends import TrendSettings, default_indices, index_label, trends_with, value_format
+from fervid.longitudinal.trends import (
+    TrendSettings,
+    default_indices,
+    index_label,
+    trends_with,
+    value_format,
+)
+from fervid.output.schema import FRAMES, SEGMENTS, STATUS_OK, VIDEOS, share_col, smooth_col
+from fervid.output.store import Layout, layout_of, output_paths, parts_root
 
 REPORT_FILE = "index.html"
 FIGURES_DIR = "figures"

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 
 from fervid.errors import ConfigError, ModelError
-from fervid.modelfile import LoadedModel, ModelSpec, load_model
-from fervid.preprocess import normalize
+from fervid.model.modelfile import LoadedModel, ModelSpec, load_model
+from fervid.model.preprocess import normalize
 from fervid.settings import ClassifySettings, Device
 
 
@@ -64,7 +64,7 @@ class EmotionClassifier:
         return self.model.sha256
 
     def __call__(self, crops: np.ndarray) -> np.ndarray:
-        """uint8 crops (n, S, S) or (n, S, S, 3) from :func:`fervid.crop.crop_faces` ->
+        """uint8 crops (n, S, S) or (n, S, S, 3) from :func:`fervid.extract.crop.crop_faces` ->
         float32 probabilities (n, C), temperature-scaled, rows summing to 1."""
         s = self.spec.input_size
         if len(crops) and crops.shape[1:3] != (s, s):

@@ -1,6 +1,6 @@
 """Per-subject trends across sessions: rolling means, change from baseline, departure flags.
 
-Input: a sessions table (:func:`fervid.summary.summarize_sessions`). Only each session's
+Input: a sessions table (:func:`fervid.longitudinal.summary.summarize_sessions`). Only each session's
 patient row of an analysed video (``is_patient`` and ``status == 'ok'``) is followed.
 Sessions of a subject are ordered by ``session_date``; sessions without a date follow,
 in processed order (``processed_at``, then ``video_id``).
@@ -39,8 +39,8 @@ from rich.table import Table
 from rich.text import Text
 
 from fervid.errors import ConfigError, DataError, InputError
-from fervid.schema import STATUS_OK, share_col
-from fervid.summary import class_names_of
+from fervid.longitudinal.summary import class_names_of
+from fervid.output.schema import STATUS_OK, share_col
 
 #: Parquet / Arrow key-value metadata: the settings a trends table was computed with.
 META_TREND_SETTINGS = b"fervid.trend_settings"

@@ -2,7 +2,7 @@
 
 A model file is the only thing inference needs: the network is rebuilt from the
 ``architecture`` entry and the preprocessing from ``input_size``/``channels``/``mean``/``std``,
-through the same code the training recipe uses (:mod:`fervid.preprocess`).
+through the same code the training recipe uses (:mod:`fervid.model.preprocess`).
 Only safetensors is ever read, so a file handed to fervid is never unpickled.
 """
 
@@ -19,13 +19,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from fervid.classes import EMOTIONS
 from fervid.errors import ModelError
+from fervid.model.classes import EMOTIONS
 
 METADATA_KEY = "fervid"
 FORMAT_VERSION = 1
 SUPPORTED_ARCHITECTURES = ("mobilenet_v2",)
-DEFAULT_MODEL_PATH = Path(__file__).parent / "models" / "fervid-mobilenetv2-fer.safetensors"
+DEFAULT_MODEL_PATH = Path(__file__).parent.parent / "models" / "fervid-mobilenetv2-fer.safetensors"
 #: Environment variable naming a model file to use instead of the shipped default
 #: (a site's own fine-tuned model, set once in the service definition).
 MODEL_ENV = "FERVID_MODEL"
@@ -209,7 +209,7 @@ def read_header(path: Path) -> dict[str, Any]:
     if METADATA_KEY not in meta:
         raise ModelError(
             f"model file {path} is safetensors but lacks fervid metadata "
-            f"(architecture, input size, classes); save it with fervid.modelfile.save_model"
+            f"(architecture, input size, classes); save it with fervid.model.modelfile.save_model"
         )
     try:
         parsed = json.loads(meta[METADATA_KEY])

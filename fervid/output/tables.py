@@ -1,6 +1,6 @@
 """Build the three output tables (frames, segments, videos) from one video's results.
 
-Every table is built column by column against the schemas in :mod:`fervid.schema`;
+Every table is built column by column against the schemas in :mod:`fervid.output.schema`;
 a missing, extra or mistyped column, or a null in a non-nullable column, raises
 ValueError instead of being inferred. Rows are in time order: frames by
 ``(timestamp_s, face_id)``, segments by ``(start_s, face_id)``.
@@ -17,8 +17,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from fervid.records import VideoInfo, VideoInput, VideoResult
-from fervid.schema import (
+from fervid.output.schema import (
     STATUS_FAILED,
     STATUS_OK,
     STATUS_SKIPPED,
@@ -30,7 +29,8 @@ from fervid.schema import (
     smooth_col,
     videos_schema,
 )
-from fervid.smooth import segment_index_per_row
+from fervid.records import VideoInfo, VideoInput, VideoResult
+from fervid.timeline.smooth import segment_index_per_row
 
 _STATUSES = (STATUS_OK, STATUS_FAILED, STATUS_SKIPPED)
 
