@@ -24,6 +24,7 @@ class VideoInput:
 
     ``video_id``: content fingerprint (hex), stable when the file is moved or renamed.
     ``fields``: values pulled from the path by ``--id-pattern`` (e.g. subject, session_date).
+    ``id_pattern_matched``: whether the path matched ``--id-pattern``; None without one.
     """
 
     path: Path
@@ -31,6 +32,7 @@ class VideoInput:
     rel_path: str
     size_bytes: int
     fields: dict[str, str] = field(default_factory=dict)
+    id_pattern_matched: bool | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -60,6 +60,8 @@ def print_summary(console: Console, s: RunSummary) -> None:
     t.add_row("videos ok", str(s.ok))
     t.add_row("videos failed", str(len(s.failed)))
     t.add_row("videos skipped", str(s.skipped))
+    if s.id_pattern_unmatched:
+        t.add_row("not matching --id-pattern", str(len(s.id_pattern_unmatched)))
     t.add_row("frames sampled", str(s.frames))
     t.add_row("face rows", str(s.faces))
     t.add_row("video time", f"{s.video_seconds:.1f} s")
@@ -68,6 +70,14 @@ def print_summary(console: Console, s: RunSummary) -> None:
     console.print(t)
     for path, err in s.failed:
         _print_failed(console, path, err)
+    if s.id_pattern_unmatched:  # these rows have no subject: they never enter a trend
+        console.print(
+            f"[yellow]warning[/] {len(s.id_pattern_unmatched)} recording(s) do not match "
+            "--id-pattern (no subject / session date; listed as unassigned):",
+            highlight=False, soft_wrap=True,
+        )  # fmt: skip
+        for path in s.id_pattern_unmatched:
+            console.print(f"  {escape(path)}", highlight=False, soft_wrap=True)
     for name, path in s.outputs.items():
         console.print(f"{name}: {escape(str(path))}", highlight=False, soft_wrap=True)
 

@@ -261,6 +261,7 @@ class RunSummary:
     ok: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, error)
     skipped: int = 0
+    id_pattern_unmatched: list[str] = field(default_factory=list)  # paths --id-pattern missed
     frames: int = 0
     faces: int = 0
     video_seconds: float = 0.0
@@ -331,17 +332,25 @@ def run(
         model_sha256=sha, settings_hash=settings_hash, fervid_version=__version__,
         overwrite=settings.overwrite,
     )  # fmt: skip
-    summary = RunSummary()
+    summary = RunSummary(
+        id_pattern_unmatched=[v.rel_path for v in videos if v.id_pattern_matched is False]
+    )
     seen: dict[str, VideoInput] = {}
     todo: list[VideoInput] = []
     for v in videos:
         if v.video_id in seen:  # the same content under two paths: analyse once
-            store.write_video(v.video_id + "-dup-" + _short(v.rel_path), *_empty_tables(spec, store),
-                              failed_video_table(Identity.of(v), status="skipped",
-                                                 error=f"same content as {seen[v.video_id].rel_path}",
-                                                 settings_hash=settings_hash, model_sha256=sha,
-                                                 fervid_version=__version__, size_bytes=v.size_bytes,
-                                                 class_names=spec.class_names))  # fmt: skip
+            dup_key = v.video_id + "-dup-" + _short(v.rel_path)
+            # Recorded once: rewriting it every run would give it a newer processed_at
+            # than the analysed copy, which readers would take for the latest result.
+            if settings.overwrite or not store.has_video(dup_key):
+                original = seen[v.video_id].rel_path
+                store.write_video(dup_key, *_empty_tables(spec, store),
+                                  failed_video_table(Identity.of(v), status="skipped",
+                                                     error=f"same content as {original}",
+                                                     duplicate_of=original,
+                                                     settings_hash=settings_hash, model_sha256=sha,
+                                                     fervid_version=__version__, size_bytes=v.size_bytes,
+                                                     class_names=spec.class_names))  # fmt: skip
             summary.skipped += 1
             continue
         seen[v.video_id] = v

@@ -360,6 +360,7 @@ def _video_input(hit: _Found, pattern: IdPattern | None) -> VideoInput:
         rel_path=hit.rel_path,
         size_bytes=size,
         fields=fields or {},
+        id_pattern_matched=None if pattern is None else fields is not None,
     )
 
 

@@ -102,8 +102,12 @@ def videos_schema(class_names: tuple[str, ...] = EMOTIONS) -> pa.Schema:
     return pa.schema(
         [
             *_IDENTITY,
+            # Whether the path matched --id-pattern (null without one): a False row has no
+            # subject / session_date from its path, so it is listed as unassigned.
+            pa.field("id_pattern_matched", pa.bool_()),
             pa.field("status", pa.string(), nullable=False),  # ok | failed | skipped
             pa.field("error", pa.string()),  # one-line reason when not ok
+            pa.field("duplicate_of", pa.string()),  # skipped duplicate: path of the analysed copy
             pa.field("warnings", pa.string()),  # "; "-joined decode warnings (e.g. truncated file)
             pa.field("size_bytes", pa.int64()),
             pa.field("duration_s", pa.float64()),

@@ -167,6 +167,11 @@ class OutputStore:
         """video_id -> settings_hash of every video already done with status ok."""
         return dict(self._done)
 
+    def has_video(self, key: str) -> bool:
+        """True when a videos row is stored under ``key`` (whatever its status): a
+        duplicate's skipped row is written once, not again on every rerun."""
+        return self._part(VIDEOS, key).exists()
+
     def should_skip(self, video_id: str) -> bool:
         """True when ``video_id`` is done with this run's settings and not ``overwrite``."""
         return not self.overwrite and self._done.get(video_id) == self.settings_hash
@@ -464,6 +469,45 @@ def read_table(out: Path, table: str) -> pa.Table:
     return result.replace_schema_metadata(
         {k: v for k, v in meta.items() if k.startswith(b"fervid.")}
     )
+
+
+def read_results(
+    out: Path,
+    table: str,
+    *,
+    columns: list[str] | None = None,
+    video_id: str | None = None,
+    missing_ok: bool = False,
+) -> pa.Table:
+    """The public read for analysis code (``fervid.longitudinal``, notebooks): one table
+    of either layout, as :func:`read_table`, optionally only ``columns`` and only the
+    rows of ``video_id`` (read from that video's part file, not the whole table).
+
+    ``missing_ok``: an output without files for this table gives an empty table of the
+    declared schema instead of :class:`InputError` (an output whose videos have no face
+    has no frames files in file mode's parts).
+    """
+    out = Path(out)
+    if video_id is not None:
+        part = parts_root(out) / table / f"{video_id}{PART_SUFFIX}"
+        if part.exists():  # both layouts keep one part per video
+            names = pq.read_schema(part).names
+            t = pq.read_table(part, columns=columns)
+            return t.cast(_selected(schema_for(table, _class_names(table, names)), t))
+    try:
+        t = read_table(out, table)
+    except InputError:
+        if not missing_ok:
+            raise
+        t = schema_for(table).empty_table()
+    if video_id is not None:
+        t = t.filter(pc.field("video_id") == video_id)
+    return t.select(columns) if columns is not None else t
+
+
+def _selected(schema: pa.Schema, t: pa.Table) -> pa.Schema:
+    """``schema`` narrowed to the columns of ``t`` (Parquet reads timestamp[s] as ms)."""
+    return pa.schema([schema.field(n) for n in t.schema.names]).with_metadata(t.schema.metadata)
 
 
 def _class_names(table: str, names: list[str]) -> tuple[str, ...]:

@@ -51,6 +51,7 @@ class Identity:
     session: str | None = None
     session_date: date | None = None
     path_fields: Mapping[str, str] = field(default_factory=dict)
+    id_pattern_matched: bool | None = None
 
     @classmethod
     def of(cls, video: VideoInput) -> Identity:
@@ -66,6 +67,7 @@ class Identity:
             session=fields.get("session"),
             session_date=_parse_date(fields.get("session_date")),
             path_fields=fields,
+            id_pattern_matched=video.id_pattern_matched,
         )
 
 
@@ -327,10 +329,11 @@ def failed_video_table(
     info: VideoInfo | None = None,
     processing_s: float | None = None,
     processed_at: datetime | None = None,
+    duplicate_of: str | None = None,
 ) -> pa.Table:
     """The one-row videos table of a video that has no result: ``failed`` (decode error,
-    worker crash...) or ``skipped`` (e.g. same content as another input). Facts not known
-    are null; ``error`` says why in one line."""
+    worker crash...) or ``skipped`` (e.g. same content as another input, whose path is
+    ``duplicate_of``). Facts not known are null; ``error`` says why in one line."""
     if status not in (STATUS_FAILED, STATUS_SKIPPED):
         raise ValueError(f"status={status!r}; expected {STATUS_FAILED!r} or {STATUS_SKIPPED!r}")
     if not error.strip():
@@ -348,6 +351,7 @@ def failed_video_table(
         model_sha256=model_sha256,
         settings_hash=settings_hash,
         processed_at=processed_at,
+        duplicate_of=duplicate_of,
     )
 
 
@@ -371,6 +375,7 @@ def _video_row(
     n_face_rows: int | None = None,
     processing_s: float | None = None,
     processed_at: datetime | None = None,
+    duplicate_of: str | None = None,
 ) -> pa.Table:
     if status not in _STATUSES:
         raise ValueError(f"status={status!r}; expected one of {list(_STATUSES)}")
@@ -380,8 +385,10 @@ def _video_row(
     when = when.astimezone(UTC).replace(microsecond=0)
     cols: dict[str, Any] = _identity_columns(ident, 1)
     cols |= {
+        "id_pattern_matched": [ident.id_pattern_matched],
         "status": [status],
         "error": [error],
+        "duplicate_of": [duplicate_of],
         "warnings": [warnings],
         "size_bytes": [size_bytes],
         "duration_s": [info.duration_s if info else None],
