@@ -36,6 +36,10 @@ class OptimSettings:
     class_weighting: str = "sqrt_inverse"
     patience: int = 6
     threads: int = 0
+    #: mixup (Zhang et al., 2018) Beta(alpha, alpha) mixing of images and targets; 0 = off.
+    mixup_alpha: float = 0.0
+    #: validation split whose NLL fits the temperature ("" = all splits pooled).
+    calibrate_on: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,6 +51,27 @@ class InitSettings:
     finetune_lr: float = 5e-4
     #: how many of MobileNetV2's 19 feature blocks (counted from the end) train in phase 2.
     unfreeze_blocks: int = 8
+    #: phase-2 learning rate of block i of n is ``finetune_lr * layer_decay ** (n - i)``.
+    layer_decay: float = 1.0
+    #: "frozen" or "reestimate": how the folded BatchNorm of the shared weights is handled.
+    batchnorm: str = "frozen"
+    #: training images used to re-estimate BatchNorm statistics.
+    bn_images: int = 1024
+
+    def __post_init__(self) -> None:
+        from fervid.training.init import BatchNormMode
+
+        if self.batchnorm not in {m.value for m in BatchNormMode}:
+            raise ConfigError(
+                f"[init] batchnorm={self.batchnorm!r}; expected one of "
+                f"{[m.value for m in BatchNormMode]}"
+            )
+        if not 0 < self.layer_decay <= 1:
+            raise ConfigError(f"[init] layer_decay={self.layer_decay}; expected in (0, 1]")
+        if not 1 <= self.unfreeze_blocks <= 19:
+            raise ConfigError(f"[init] unfreeze_blocks={self.unfreeze_blocks}; expected 1..19")
+        if self.head_epochs < 0 or not self.head_lr > 0 or not self.finetune_lr > 0:
+            raise ConfigError("[init] head_epochs >= 0 and positive head_lr/finetune_lr expected")
 
 
 @dataclass(frozen=True, kw_only=True)

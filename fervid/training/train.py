@@ -176,13 +176,20 @@ def set_trainable(model: nn.Module, phase: str, unfreeze_blocks: int) -> list[nn
 def train_one_epoch(
     model: nn.Module, ema: Ema, opt: torch.optim.Optimizer, train: list[ImageSet], spec: ModelSpec,
     recipe: Recipe, cw: torch.Tensor, epoch: int, step: int, total_steps: int, base_lr: float,
-    device: torch.device, progress: Callable[[str], None],
+    device: torch.device, progress: Callable[[str], None], freeze_bn: bool = False,
 ) -> tuple[int, float]:  # fmt: skip
     o = recipe.optim
     g = torch.Generator().manual_seed(recipe.seed * 100_003 + epoch)
+    # dropout draws from the global generator: reseed it per epoch so resume is exact
+    torch.manual_seed(recipe.seed * 100_003 + epoch)
+    mix_rng = np.random.default_rng(recipe.seed * 100_003 + epoch)
     pairs = epoch_indices(train, [s.weight for s in recipe.train], o.samples_per_epoch, g)
     warmup = int(o.warmup_epochs * math.ceil(len(pairs) / o.batch_size))
     model.train()
+    if freeze_bn:
+        from fervid.training.init import freeze_batchnorm
+
+        freeze_batchnorm(model)
     losses = []
     eps = recipe.optim.label_smoothing
     t0 = time.time()
@@ -194,10 +201,15 @@ def train_one_epoch(
         tgt = torch.from_numpy(np.stack([train[s].targets[i] for s, i in chunk]))
         tgt = tgt * (1 - eps) + eps / tgt.shape[1]
         x = standardize(augment(batch_tensor(imgs, spec), recipe.augment, g), spec)
+        if o.mixup_alpha > 0:
+            lam = float(mix_rng.beta(o.mixup_alpha, o.mixup_alpha))
+            perm = torch.randperm(len(x), generator=g)
+            x = lam * x + (1 - lam) * x[perm]
+            tgt = lam * tgt + (1 - lam) * tgt[perm]
         x = x.to(device).contiguous(memory_format=torch.channels_last)
         lr = lr_at(step, total_steps, warmup, base_lr)
         for group in opt.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             logits = model(x)
         loss = soft_ce(logits, tgt.to(device), cw.to(device))
@@ -299,8 +311,53 @@ def load_checkpoint(
 
 
 # ----------------------------------------------------------------------------- main
+@dataclass(frozen=True)
+class Phase:
+    """One stage of a run: which parameters train, at what base rate, for which epochs."""
+
+    name: str  # "all" (from scratch), "head" or "finetune" (from --init)
+    first_epoch: int
+    end_epoch: int
+    base_lr: float
+
+
+def plan_phases(r: Recipe, epochs: int, init: bool) -> list[Phase]:
+    if not init:
+        return [Phase("all", 0, epochs, r.optim.lr)]
+    head = min(r.init.head_epochs, epochs)
+    return [
+        Phase("head", 0, head, r.init.head_lr),
+        Phase("finetune", head, epochs, r.init.finetune_lr),
+    ]
+
+
+def make_optimizer(model: nn.Module, phase: Phase, r: Recipe) -> torch.optim.Optimizer:
+    from fervid.training.init import param_groups_layer_decay
+
+    set_trainable(model, phase.name, r.init.unfreeze_blocks)
+    if phase.name == "finetune" and r.init.layer_decay < 1:
+        groups = param_groups_layer_decay(
+            model, phase.base_lr, r.init.layer_decay, r.optim.weight_decay
+        )
+    else:
+        params = [p for p in model.parameters() if p.requires_grad]
+        groups = [
+            {
+                "params": [p for p in params if p.ndim > 1],
+                "weight_decay": r.optim.weight_decay,
+                "lr_scale": 1.0,
+            },
+            {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0, "lr_scale": 1.0},
+        ]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=phase.base_lr)
+
+
 def run_training(opts: TrainOptions, progress: Callable[[str], None] = log.info) -> Path:
-    """Train (or resume) a recipe; returns the path of the final model file."""
+    """Train (or resume) a recipe; returns the path of the final model file.
+
+    Resume restores the phase the checkpoint was written in, with its weights, EMA and
+    optimizer moments, and continues from the next epoch (batches are reseeded per epoch).
+    """
     r = opts.recipe
     torch.manual_seed(r.seed)
     np.random.seed(r.seed)
@@ -316,78 +373,50 @@ def run_training(opts: TrainOptions, progress: Callable[[str], None] = log.info)
     progress(f"class weights {dict(zip(EMOTIONS, [round(float(w), 2) for w in cw], strict=True))}")
 
     model = build_network(spec).to(device).to(memory_format=torch.channels_last)
-    phases: list[tuple[str, int, float]]
     epochs = opts.epochs if opts.epochs is not None else r.optim.epochs
+    init_info: dict[str, Any] = {}
     if opts.init is not None:
-        from safetensors.torch import load_file
+        from fervid.training.init import load_init, reestimate_batchnorm
 
-        if opts.init.suffix != ".safetensors":
-            raise ConfigError(
-                f"--init {opts.init}: only .safetensors state dicts are read (fervid never unpickles "
-                "a file); convert a torchvision .pth once with safetensors.torch.save_file"
-            )
-        sd = {k: v for k, v in load_file(str(opts.init)).items() if not k.startswith("classifier.")}
-        missing, unexpected = model.load_state_dict(sd, strict=False)
-        if unexpected or any(not m.startswith("classifier.") for m in missing):
-            raise ConfigError(f"--init {opts.init} is not a torchvision MobileNetV2 state dict")
-        head = min(r.init.head_epochs, epochs)
-        phases = [("head", head, r.init.head_lr), ("finetune", epochs - head, r.init.finetune_lr)]
-    else:
-        phases = [("all", epochs, r.optim.lr)]
+        sha = load_init(model, opts.init)
+        init_info = {"path": opts.init.name, "sha256": sha, "batchnorm": r.init.batchnorm}
+        progress(f"init from {opts.init} (sha256 {sha[:12]}), batchnorm {r.init.batchnorm}")
+        if r.init.batchnorm == "reestimate":
+            g = torch.Generator().manual_seed(r.seed)
+            pairs = epoch_indices(train, [s.weight for s in r.train], r.init.bn_images, g)
+            imgs = np.stack([train[s].images[i] for s, i in pairs])
+            x = standardize(batch_tensor(imgs, spec), spec).to(device)
+            reestimate_batchnorm(model, list(x.split(r.optim.batch_size)))
+    phases = plan_phases(r, epochs, opts.init is not None)
 
     ema = Ema(model, r.optim.ema_decay)
     steps_per_epoch = math.ceil(r.optim.samples_per_epoch / r.optim.batch_size)
     ckpt_path = opts.out_dir / CHECKPOINT
     history: list[dict[str, Any]] = []
-    start_epoch, step, best, stale = 0, 0, -1.0, 0
+    start_epoch, best, stale = 0, -1.0, 0
+    resume_meta = _meta(ckpt_path) if opts.resume and ckpt_path.is_file() else None
+    if resume_meta is not None:
+        history, best, stale = resume_meta["history"], resume_meta["best"], resume_meta["stale"]
+        start_epoch = resume_meta["epoch"]
 
-    epoch0 = 0
-    opt: torch.optim.Optimizer | None = None
-    for phase, n_epochs, base_lr in phases:
-        params = set_trainable(model, phase, r.init.unfreeze_blocks)
-        decay = [p for p in params if p.ndim > 1]
-        no_decay = [p for p in params if p.ndim <= 1]
-        opt = torch.optim.AdamW(
-            [
-                {"params": decay, "weight_decay": r.optim.weight_decay},
-                {"params": no_decay, "weight_decay": 0.0},
-            ],
-            lr=base_lr,
-        )
-        phase_end = epoch0 + n_epochs
-        if opts.resume and ckpt_path.is_file() and epoch0 == 0 and not history:
-            meta = (
-                load_checkpoint(ckpt_path, model, ema, opt)
-                if _phase_of(ckpt_path, phases) == phase
-                else None
-            )
-            if meta is None:
-                meta = _meta(ckpt_path)
-            history, step, best, stale = meta["history"], meta["step"], meta["best"], meta["stale"]
-            start_epoch = meta["epoch"]
-            progress(f"resumed from {ckpt_path} after epoch {start_epoch}")
-        for epoch in range(max(epoch0, start_epoch), phase_end):
+    for phase in phases:
+        opt = make_optimizer(model, phase, r)
+        if resume_meta is not None and resume_meta.get("phase") == phase.name:
+            load_checkpoint(ckpt_path, model, ema, opt)
+            progress(f"resumed from {ckpt_path} after epoch {start_epoch} ({phase.name} phase)")
+        if phase.end_epoch <= start_epoch:
+            continue
+        n_epochs = phase.end_epoch - phase.first_epoch
+        for epoch in range(max(phase.first_epoch, start_epoch), phase.end_epoch):
             if stale >= r.optim.patience:
                 break
             t0 = time.time()
-            total = steps_per_epoch * n_epochs
-            local_step = step - epoch0 * steps_per_epoch
-            local_step, loss = train_one_epoch(
-                model,
-                ema,
-                opt,
-                train,
-                spec,
-                r,
-                cw,
-                epoch,
-                local_step,
-                total,
-                base_lr,
-                device,
-                progress,
-            )
-            step = local_step + epoch0 * steps_per_epoch
+            local_step = (epoch - phase.first_epoch) * steps_per_epoch
+            _, loss = train_one_epoch(
+                model, ema, opt, train, spec, r, cw, epoch, local_step,
+                steps_per_epoch * n_epochs, phase.base_lr, device, progress,
+                freeze_bn=opts.init is not None and (phase.name == "head" or r.init.batchnorm == "frozen"),
+            )  # fmt: skip
             metrics = evaluate(ema.module, val, spec, device)
             improved = metrics["score"] > best
             if improved:
@@ -403,24 +432,24 @@ def run_training(opts: TrainOptions, progress: Callable[[str], None] = log.info)
             history.append(
                 {
                     "epoch": epoch + 1,
-                    "phase": phase,
+                    "phase": phase.name,
                     "loss": loss,
                     "seconds": time.time() - t0,
                     **metrics,
                 }
             )
-            meta = {"epoch": epoch + 1, "step": step, "best": best, "stale": stale, "phase": phase,
-                    "history": history, "recipe": r.to_json()}  # fmt: skip
+            meta = {"epoch": epoch + 1, "best": best, "stale": stale, "phase": phase.name,
+                    "history": history, "recipe": r.to_json(), "init": init_info}  # fmt: skip
             save_checkpoint(ckpt_path, model, ema, opt, json.loads(json.dumps(meta, default=str)))
             (opts.out_dir / "history.json").write_text(json.dumps(history, indent=2))
             progress(
-                f"epoch {epoch + 1}/{epochs} [{phase}] loss {loss:.4f} "
+                f"epoch {epoch + 1}/{epochs} [{phase.name}] loss {loss:.4f} "
                 + " ".join(f"{k} {v:.4f}" for k, v in metrics.items())
                 + (" *" if improved else "")
             )
-        epoch0 = phase_end
+        start_epoch = max(start_epoch, phase.end_epoch)
 
-    return finalize(opts, spec, val, device, history, progress)
+    return finalize(opts, spec, val, device, history, progress, init_info)
 
 
 def _meta(path: Path) -> dict[str, Any]:
@@ -430,20 +459,21 @@ def _meta(path: Path) -> dict[str, Any]:
         return json.loads(f.metadata()["fervid_checkpoint"])
 
 
-def _phase_of(path: Path, phases: list[tuple[str, int, float]]) -> str:
-    return _meta(path).get("phase", phases[0][0])
-
-
 def finalize(
     opts: TrainOptions, spec: ModelSpec, val: dict[str, ImageSet], device: torch.device,
     history: list[dict[str, Any]], progress: Callable[[str], None],
+    init_info: dict[str, Any] | None = None,
 ) -> Path:  # fmt: skip
     """Best EMA weights + a temperature fitted on the validation splits -> final model file."""
     from fervid.model.modelfile import load_model
 
     best = load_model(opts.out_dir / BEST_MODEL, device=device)
-    logits = np.concatenate([predict_logits(best.network, ds, spec, device) for ds in val.values()])
-    labels = np.concatenate([ds.labels for ds in val.values()])
+    cal = opts.recipe.optim.calibrate_on
+    if cal and cal not in val:
+        raise ConfigError(f"[optim] calibrate_on={cal!r}; expected one of {sorted(val)}")
+    cal_sets = [val[cal]] if cal else list(val.values())
+    logits = np.concatenate([predict_logits(best.network, ds, spec, device) for ds in cal_sets])
+    labels = np.concatenate([ds.labels for ds in cal_sets])
     temperature = fit_temperature(logits, labels)
     final_spec = spec_from_recipe(opts.recipe, temperature=temperature)
     info = {
@@ -453,6 +483,8 @@ def finalize(
             for s in opts.recipe.train
         ],
         "recipe": opts.recipe.to_json(),
+        "init": init_info or None,
+        "calibrated_on": cal or "all validation splits",
         "best_epoch": best.info.get("epoch"),
         "val": best.info.get("val"),
         "history": history,
@@ -461,27 +493,3 @@ def finalize(
     save_model(out, best.network, final_spec, json.loads(json.dumps(info, default=str)))
     progress(f"final model {out} (temperature {temperature:.3f})")
     return out
-
-
-def main(argv: list[str] | None = None) -> None:
-    import argparse
-
-    from fervid.training.recipe import load_recipe
-
-    p = argparse.ArgumentParser(description="Train a fervid emotion model from a recipe.")
-    p.add_argument("--recipe", type=Path, required=True)
-    p.add_argument("--data-root", type=Path, default=Path("../shared/data"))
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--resume", action="store_true")
-    p.add_argument("--init", type=Path)
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--limit", type=int)
-    p.add_argument("--device", default="cpu")
-    a = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    run_training(TrainOptions(recipe=load_recipe(a.recipe), data_root=a.data_root, out_dir=a.out,
-                              resume=a.resume, init=a.init, epochs=a.epochs, limit=a.limit, device=a.device))  # fmt: skip
-
-
-if __name__ == "__main__":
-    main()
