@@ -4,7 +4,8 @@
     python pipelines/nightly.py --in /recordings --dataset /data/fervid \\
         --id-pattern "{subject}/{session_date}_{name}.mp4"
 
-Steps, all under an exclusive lock (``<dataset>/.fervid-nightly.lock``, fcntl.flock):
+Steps, all under an exclusive lock (``<dataset>/.fervid-nightly.lock``,
+:class:`fervid.output.lock.FileLock`):
 
 1. ``fervid process <in>... --out <dataset>/ [--id-pattern P] [extra args]`` as a
    subprocess (argv list, no shell). fervid skips recordings already done, so only new
@@ -27,7 +28,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import fcntl
 import json
 import os
 import shlex
@@ -39,7 +39,9 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
+
+from fervid.output.lock import FileLock, Locked
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -113,36 +115,6 @@ def process_argv(args: argparse.Namespace) -> list[str]:
     if args.id_pattern:
         argv += ["--id-pattern", args.id_pattern]
     return argv + list(args.extra)
-
-
-# --------------------------------------------------------------------------- lock
-class Locked(Exception):
-    """Another run holds the lock; ``holder`` is the pid it wrote (or 'unknown')."""
-
-    def __init__(self, holder: str) -> None:
-        super().__init__(holder)
-        self.holder = holder
-
-
-@contextlib.contextmanager
-def exclusive_lock(path: Path) -> Any:
-    """Hold an exclusive flock on ``path`` (non-blocking); raise :class:`Locked` if taken.
-    The lock goes with the open descriptor, so a crashed run never leaves it held."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    f: IO[str] = path.open("a+")
-    try:
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            raise Locked(f.read().strip() or "unknown") from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"{os.getpid()}\n")
-        f.flush()
-        yield f
-    finally:
-        f.close()
 
 
 # --------------------------------------------------------------------------- steps
@@ -260,7 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return finish(EXIT_USAGE, f"input folders do not exist: {missing}; check --in")
     lock_path = dataset / LOCK_NAME
     try:
-        with exclusive_lock(lock_path):
+        with FileLock(lock_path):  # Locked when another run holds it
             codes: list[int] = []
             notes: list[str] = []
             argv = process_argv(args)

@@ -29,7 +29,7 @@ import numpy as np
 
 from fervid import __version__
 from fervid.errors import FervidError
-from fervid.model.modelfile import ModelSpec
+from fervid.model.spec import ModelSpec
 from fervid.records import VideoFaces, VideoInfo, VideoInput, VideoResult
 from fervid.settings import RunSettings, check_chunk_seconds
 

@@ -5,7 +5,7 @@ is *not* shifted or shrunk: the missing pixels are filled by replicating the fra
 (``cv2.BORDER_REPLICATE``), so the face stays centred and at the same scale as faces in
 the middle of the frame, which is what the classifier saw in training.
 
-Crops are resized with :func:`fervid.model.preprocess.resize_faces` (the code training uses),
+Crops are resized with :func:`fervid.model.spec.resize_faces` (the code training uses),
 so only small (S, S) arrays leave the worker. Nothing here writes to disk.
 """
 
@@ -16,8 +16,7 @@ import math
 import cv2
 import numpy as np
 
-from fervid.model.modelfile import ModelSpec
-from fervid.model.preprocess import resize_faces
+from fervid.model.spec import ModelSpec, resize_faces  # torch-free: this runs in CPU workers
 from fervid.records import Detections
 from fervid.settings import CropSettings
 

@@ -26,7 +26,6 @@ import html
 import itertools
 import json
 import math
-import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -41,6 +40,7 @@ import pyarrow.parquet as pq
 
 from fervid import __version__
 from fervid.longitudinal.colors import emotion_color
+from fervid.longitudinal.missing import is_missing
 from fervid.longitudinal.summary import (
     FALLBACK_INTERVAL_S,
     RULE_NO_FACE,
@@ -57,6 +57,7 @@ from fervid.longitudinal.trends import (
     trends_with,
     value_format,
 )
+from fervid.output.atomic import atomic_path, write_text
 from fervid.output.schema import FRAMES, SEGMENTS, STATUS_OK, VIDEOS, share_col, smooth_col
 from fervid.output.store import Layout, layout_of, output_paths, parts_root
 
@@ -166,7 +167,7 @@ def build_report(
     page.footer(trend_settings, sessions)
 
     out = report_dir / REPORT_FILE
-    _write_text(out, page.render())
+    write_text(out, page.render())
     for p in fig_dir.glob("*.png"):  # figures of an older report that this one no longer shows
         if p.name not in page.figures and re.match(r"(timeline|trend)_.*\.png$", p.name):
             p.unlink(missing_ok=True)
@@ -202,15 +203,8 @@ def _draw_cached(fig_dir: Path, kind: str, name: str, key: str, draw: Any) -> Pa
 
 
 def _save(fig: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None})
-    os.replace(tmp, path)
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None})
 
 
 # --------------------------------------------------------------------------- figures: timeline
@@ -239,7 +233,7 @@ def _timeline_figure(results: Path, s: Mapping[str, Any], classes: tuple[str, ..
     t = np.zeros(0)
     probs = np.zeros((0, len(classes)))
     spans: list[tuple[float, float, str]] = []
-    if face is not None and not _isnan(face):
+    if not is_missing(face):
         cols = ["face_id", "timestamp_s", *[smooth_col(c) for c in classes]]
         f = _video_rows(results, FRAMES, s["video_id"], cols).to_pandas()
         f = f.loc[f["face_id"] == int(face)].sort_values("timestamp_s")
@@ -508,14 +502,7 @@ def _e(x: Any) -> str:
 
 
 def _present(x: Any) -> bool:
-    return x is not None and not _isnan(x) and x is not pd.NaT
-
-
-def _isnan(x: Any) -> bool:
-    try:
-        return bool(pd.isna(x))
-    except (TypeError, ValueError):
-        return False
+    return not is_missing(x)
 
 
 def _num(x: Any) -> float | None:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +40,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fervid.errors import ConfigError, DataError, InputError
+from fervid.longitudinal.missing import plain
 from fervid.model.classes import EMOTIONS
+from fervid.output.atomic import atomic_path
 from fervid.output.schema import (
     FRAMES,
     SEGMENTS,
@@ -447,14 +448,7 @@ def _bad_override(vid: str, face: int, present: list[int]) -> None:
     )
 
 
-def _none(x: Any) -> Any:
-    if x is None or x is pd.NaT:
-        return None
-    if isinstance(x, float) and math.isnan(x):
-        return None
-    if isinstance(x, pd.Timestamp):
-        return x.to_pydatetime()
-    return x
+_none = plain  # None for NaN/NaT/None, plain Python values otherwise
 
 
 def _float(x: Any) -> float | None:
@@ -497,9 +491,8 @@ def write_sessions(table: pa.Table, path: Path) -> Path:
         )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)  # readers never see a half-written file
+    with atomic_path(path) as tmp:  # readers never see a half-written file
+        pq.write_table(table, tmp)
     return path
 
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -39,6 +38,7 @@ from rich.table import Table
 from rich.text import Text
 
 from fervid.errors import ConfigError, DataError, InputError
+from fervid.longitudinal.missing import plain
 from fervid.longitudinal.summary import class_names_of
 from fervid.output.schema import STATUS_OK, share_col
 
@@ -292,15 +292,7 @@ def _as_date(x: Any) -> dt.date:
     return x
 
 
-def _opt(x: Any) -> Any:
-    """None for missing values (NaN, NaT, None); plain Python values otherwise."""
-    if x is None or x is pd.NaT:
-        return None
-    if isinstance(x, float | np.floating):
-        return None if math.isnan(x) else float(x)
-    if isinstance(x, pd.Timestamp):
-        return x.to_pydatetime()
-    return x
+_opt = plain  # None for missing values (NaN, NaT, None); plain Python values otherwise
 
 
 def trend_settings_of(trends: pa.Table) -> TrendSettings | None:

@@ -6,33 +6,14 @@ production that it saw in training (grayscale conversion, INTER_AREA resize, sca
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import torch
 
-from fervid.model.modelfile import ModelSpec
+# resize_faces is torch-free (CPU workers call it through fervid.extract.crop); it lives
+# in fervid.model.spec and is re-exported here beside the torch half of preprocessing.
+from fervid.model.spec import ModelSpec, resize_faces
 
-
-def resize_faces(faces: list[np.ndarray] | np.ndarray, spec: ModelSpec) -> np.ndarray:
-    """Resize face crops to the model's square input.
-
-    ``faces``: sequence of uint8 images, each (H, W) grayscale or (H, W, 3) BGR.
-    Returns uint8 (N, S, S) for ``channels="gray"`` or (N, S, S, 3) RGB for ``"rgb"``.
-    """
-    s = spec.input_size
-    out = []
-    for img in faces:
-        if spec.channels == "gray":
-            if img.ndim == 3:
-                img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
-        elif img.ndim == 2:
-            img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
-        else:
-            img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-        interp = cv2.INTER_AREA if min(img.shape[:2]) > s else cv2.INTER_LINEAR
-        out.append(cv2.resize(img, (s, s), interpolation=interp))
-    shape = (0, s, s) if spec.channels == "gray" else (0, s, s, 3)
-    return np.stack(out) if out else np.zeros(shape, np.uint8)
+__all__ = ["normalize", "resize_faces", "standardize", "to_model_input"]
 
 
 def normalize(batch: torch.Tensor, spec: ModelSpec) -> torch.Tensor:

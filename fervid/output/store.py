@@ -22,11 +22,9 @@ its files are in place. One run at a time may write to an ``--out`` (a lock file
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
-import uuid
 from collections.abc import Iterable
 from enum import Enum
 from glob import escape as glob_escape
@@ -40,6 +38,8 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from fervid.errors import ConfigError, InputError
+from fervid.output.atomic import TEMP_GLOB, commit, fsync_dir, fsync_file, temp_path
+from fervid.output.lock import FileLock, Locked
 from fervid.output.schema import (
     FRAMES,
     META_MODEL_SHA256,
@@ -54,11 +54,6 @@ from fervid.output.schema import (
     schema_for,
 )
 from fervid.output.tables import check_schema
-
-try:  # POSIX advisory locks; on other systems runs are simply not guarded
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
 
 PART_SUFFIX = ".parquet"
 #: Rows buffered before a row group is written while consolidating.
@@ -213,7 +208,7 @@ class OutputStore:
             for tmp in temps.values():
                 tmp.unlink(missing_ok=True)
         for t in TABLES:
-            _fsync_dir(self.root / t)
+            fsync_dir(self.root / t)
         self._written += 1
         status = videos_row.column("status")[0].as_py()
         if status == STATUS_OK:
@@ -240,9 +235,7 @@ class OutputStore:
         """Release the lock without consolidating (what a crash leaves behind: the parts
         are kept and the next run's :meth:`finalize` consolidates them)."""
         self._closed = True
-        if self._lock_file is not None:
-            self._lock_file.close()  # closing the descriptor releases the flock
-            self._lock_file = None
+        self._lock_file.release()
 
     # ----------------------------------------------------------------------- parts
     def _part(self, table: str, key: str) -> Path:
@@ -258,41 +251,31 @@ class OutputStore:
     def _write_temp(
         self, table: pa.Table, dest: Path, *, metadata: dict[bytes, bytes] | None = None
     ) -> Path:
-        tmp = _temp_name(dest)
+        tmp = temp_path(dest)
         meta = self.metadata | (metadata or {})
         try:
             pq.write_table(table.replace_schema_metadata(meta), tmp, compression=_COMPRESSION)
-            _fsync_file(tmp)
+            fsync_file(tmp)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
         return tmp
 
-    def _lock(self) -> Any:
-        if fcntl is None:  # pragma: no cover - Windows
-            return None
-        f = (self.root / ".fervid.lock").open("a+")
+    def _lock(self) -> FileLock:
         try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            holder = f.read().strip() or "unknown"
-            f.close()
+            return FileLock(self.root / ".fervid.lock").acquire()
+        except Locked as e:
             raise ConfigError(
-                f"--out={self.out} is being written by another fervid run (pid {holder}); "
+                f"--out={self.out} is being written by another fervid run (pid {e.holder}); "
                 "wait for it to finish or choose another --out"
             ) from None
-        f.truncate(0)
-        f.write(str(os.getpid()))
-        f.flush()
-        return f
 
     def _remove_leftovers(self) -> None:
         """Temporary files of a crashed run, and frames/segments parts of a video whose
         videos part is missing (a crash while it was being replaced: it is not done).
         Safe because this store holds the lock."""
         for t in TABLES:
-            for p in (self.root / t).glob(".*.tmp-*"):
+            for p in (self.root / t).glob(TEMP_GLOB):
                 p.unlink(missing_ok=True)
         if self.layout is Layout.FILE:
             for dest in output_paths(self.out).values():
@@ -365,7 +348,7 @@ class OutputStore:
                 tmp = self._write_temp(table, self._part(t, vid), metadata=meta)
                 os.replace(tmp, self._part(t, vid))
         for t in TABLES:
-            _fsync_dir(self.root / t)
+            fsync_dir(self.root / t)
 
     def _scan_completed(self) -> dict[str, str]:
         files = _parquet_files(self.root / VIDEOS)
@@ -397,7 +380,7 @@ class OutputStore:
 
     def _consolidate(self, table: str, keys: list[str], dest: Path) -> None:
         schema = self.schemas[table].with_metadata(self.metadata)
-        tmp = _temp_name(dest)
+        tmp = temp_path(dest)
         try:
             with pq.ParquetWriter(tmp, schema, compression=_COMPRESSION) as writer:
                 buffered: list[pa.Table] = []
@@ -419,12 +402,11 @@ class OutputStore:
                         if buffered
                         else self.schemas[table].empty_table()
                     )
-            _fsync_file(tmp)
-            os.replace(tmp, dest)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        _fsync_dir(dest.parent)
+        commit(tmp, dest)
+        fsync_dir(dest.parent)
 
     def _fresh(self, paths: dict[str, Path]) -> bool:
         """True when every consolidated file exists, holds as many videos as there are
@@ -543,25 +525,3 @@ def _parquet_files(folder: Path) -> list[Path]:
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.glob(f"*{PART_SUFFIX}") if not p.name.startswith("."))
-
-
-def _temp_name(dest: Path) -> Path:
-    # hidden, and not ending in .parquet, so globs and dataset readers skip it
-    return dest.with_name(f".{dest.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):  # not every platform can open a folder to fsync it
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
