@@ -158,8 +158,8 @@ def write_dataset(out: Path, frames: list[dict], segments: list[dict], videos: l
 
 def session(
     video_id: str,
-    subject: str,
-    day: dt.date,
+    subject: str | None,
+    day: dt.date | None,
     labels: list[str],
     *,
     interval: float = 0.5,

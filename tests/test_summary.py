@@ -19,6 +19,7 @@ from fervid.longitudinal.summary import (
     RULE_NOT_ANALYSED,
     RULE_OVERRIDE,
     IndexSettings,
+    id_pattern_warnings,
     load_patient_override,
     load_sessions,
     read_sessions,
@@ -26,6 +27,7 @@ from fervid.longitudinal.summary import (
     sessions_schema,
     summarize_dir,
     summarize_sessions,
+    unassigned_recordings,
     write_sessions,
 )
 
@@ -278,7 +280,8 @@ def test_summarize_dir_reads_both_layouts(tmp_path) -> None:
     pq.write_table(vt, tmp_path / "results.videos.parquet")
     assert summarize_dir(tmp_path / "results.parquet").equals(expected)
     assert sessions_path(tmp_path / "results.parquet") == tmp_path / "results.sessions.parquet"
-    assert sessions_path(tmp_path / "ds") == tmp_path / "ds" / "sessions.parquet"
+    # beside the dataset folder, never inside it (a glob over the folder reads fervid's tables only)
+    assert sessions_path(tmp_path / "ds") == tmp_path / "ds.sessions.parquet"
 
 
 def test_write_sessions_round_trip_and_refuses_other_schemas(tmp_path) -> None:
@@ -291,12 +294,78 @@ def test_write_sessions_round_trip_and_refuses_other_schemas(tmp_path) -> None:
     assert not (tmp_path / "bad.parquet").exists()
 
 
-def test_load_sessions_uses_the_file_only_while_it_is_fresh(tmp_path) -> None:
+def _cached_marker(out) -> pa.Table:
+    """Write a 1-row sessions file carrying the key of the full summary: a read that
+    returns 1 row came from the cache."""
+    fresh = summarize_dir(out)
+    marker = fresh.filter(pc.equal(fresh["video_id"], "v0"))
+    write_sessions(marker, sessions_path(out))
+    return fresh
+
+
+def test_load_sessions_uses_the_file_only_while_it_is_current(tmp_path) -> None:
     f, s, v = _three_sessions()
     out = write_dataset(tmp_path / "ds", f, s, v)
-    fresh = summarize_dir(out)
-    stale = fresh.filter(pc.equal(fresh["video_id"], "v0"))  # a marker: 1 row
-    path = write_sessions(stale, sessions_path(out))
-    assert load_sessions(out).num_rows == 1  # newer than every videos file: read
-    os.utime(out / "videos" / "v1.parquet", ns=(path.stat().st_mtime_ns + 10**9,) * 2)
-    assert load_sessions(out).equals(fresh)  # a video was (re)written since: recomputed
+    fresh = _cached_marker(out)
+    assert load_sessions(out).num_rows == 1  # same inputs and settings: the cache
+    # a video reprocessed (new processed_at), even with an older file time: recomputed
+    v[1]["processed_at"] = v[1]["processed_at"] + dt.timedelta(hours=1)
+    write_dataset(out, f, s, v)
+    os.utime(out / "videos" / "v1.parquet", ns=(0, 0))
+    assert load_sessions(out).num_rows == fresh.num_rows
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"settings": IndexSettings(surprise_weight=0.5)},
+        {"patient_override": {"v0": 0}},
+    ],
+    ids=["other index settings", "a patient override"],
+)
+def test_sessions_cache_is_keyed_by_settings(tmp_path, kwargs) -> None:
+    out = write_dataset(tmp_path / "ds", *_three_sessions())
+    _cached_marker(out)
+    assert load_sessions(out).num_rows == 1
+    got = load_sessions(out, **kwargs)
+    assert got.num_rows == 3  # not the cached file computed with the defaults
+    if "settings" in kwargs:
+        meta = json.loads(got.schema.metadata[b"fervid.index_settings"])
+        assert meta == {"surprise_weight": 0.5}
+
+
+def test_duplicate_recording_rerun_keeps_the_analysed_session(tmp_path) -> None:
+    """A duplicate's skipped row shares the video_id of the analysed copy; even when it is
+    newer (written by a later run) the session stays analysed."""
+    f, s, v = session("v1", "P001", dt.date(2024, 1, 1), ["happy"] * 4)
+    dup = video_row("v1", status="skipped",
+                    processed_at=v[0]["processed_at"] + dt.timedelta(days=1))  # fmt: skip
+    dup |= {"path": "P001/copy.mp4", "error": "same content as P001/2024-01-01_v1.mp4",
+            "duplicate_of": "P001/2024-01-01_v1.mp4"}  # fmt: skip
+    for videos in ([*v, dup], [dup, *v]):  # whatever the row order
+        r = _patient(summarize_sessions(*tables(f, s, videos)), "v1")
+        assert r["status"] == "ok" and r["patient_rule"] == RULE_LONGEST
+        assert r["share_happy"] == 1.0
+    # a failed attempt that is newer than the ok row does not hide it either
+    failed = video_row("v1", status="failed", processed_at=dup["processed_at"])
+    assert _patient(summarize_sessions(*tables(f, s, [*v, failed])), "v1")["status"] == "ok"
+
+
+def test_recordings_without_subject_are_unassigned(tmp_path) -> None:
+    f, s, v = session("v1", "P001", dt.date(2024, 1, 1), ["happy"] * 4)
+    f2, s2, v2 = session("v2", None, None, ["sad"] * 4)
+    v2[0]["id_pattern_matched"] = False
+    t = summarize_sessions(*tables(f + f2, s + s2, v + v2))
+    un = unassigned_recordings(t)
+    assert un["video_id"].tolist() == ["v2"]
+    assert un["reason"].tolist() == ["path does not match --id-pattern"]
+    lines = id_pattern_warnings(t)
+    assert lines[0].startswith("1 of 2 recording(s) have no subject")
+    assert "1 path does not match --id-pattern" in lines[0]
+    assert lines[1].strip() == v2[0]["path"]
+
+
+def test_labels_and_status_are_dictionary_columns() -> None:
+    t = summarize_sessions(*tables(*_three_sessions()))
+    for name in ("status", "dominant_emotion", "patient_rule"):
+        assert pa.types.is_dictionary(t.schema.field(name).type), name

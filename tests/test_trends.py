@@ -15,11 +15,15 @@ from fervid.errors import ConfigError, InputError
 from fervid.longitudinal.summary import sessions_schema, summarize_sessions
 from fervid.longitudinal.trends import (
     TrendSettings,
+    Verdict,
+    baseline_status,
     default_indices,
     format_trends,
     trend_settings_of,
     trends_schema,
     trends_table,
+    verdict,
+    verdict_text,
 )
 
 D0 = dt.date(2024, 3, 1)
@@ -218,3 +222,56 @@ def test_format_trends_lists_subjects_when_several() -> None:
 def test_settings_are_validated(kwargs: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         TrendSettings(**kwargs)
+
+
+def test_recordings_without_subject_form_no_trend() -> None:
+    """Seven unrelated people recorded without --id-pattern are not one subject's series."""
+    nobody = _sessions(None, [0.1, 0.2, 0.3, 0.3, -0.5, 0.2, 0.1])
+    t = trends_table(pa.concat_tables([nobody, _sessions("P001", [0.1, 0.2])]),
+                     indices=["valence"])  # fmt: skip
+    assert set(t.column("subject").to_pylist()) == {"P001"}
+    assert trends_table(nobody, indices=["valence"]).num_rows == 0
+
+
+@pytest.mark.parametrize(
+    ("valences", "expected"),
+    [
+        ([0.1, 0.2, 0.3, 0.3, -0.5], Verdict.DEPARTURES),
+        ([0.1, 0.2, 0.3, 0.25], Verdict.NO_DEPARTURES),
+        ([0.1, 0.2], Verdict.NOTHING_JUDGED),  # a baseline needs 3
+        ([None, None, None, None], Verdict.NOTHING_JUDGED),  # no usable session at all
+    ],
+)
+def test_verdict_never_says_all_clear_when_nothing_was_judged(valences, expected) -> None:
+    t = trends_table(_sessions("P001", valences), indices=["valence"])
+    assert verdict(t) is expected
+    if expected is Verdict.NOTHING_JUDGED:
+        assert "not an all-clear" in verdict_text(t)
+        assert "No departures" not in verdict_text(t)
+
+
+def test_baseline_status_says_what_it_rests_on() -> None:
+    t = trends_table(
+        pa.concat_tables([_sessions("P001", [0.1, 0.2, None, 0.3, 0.2]),
+                          _sessions("P002", [0.1, None])]),
+        indices=["valence"],
+    )  # fmt: skip
+    p1, p2 = baseline_status(t)
+    assert p1.describe() == "baseline established from 3 of 4 usable sessions"
+    assert (p1.sessions, p1.judged, p1.departing) == (5, 1, 0)
+    assert p2.describe() == "baseline not established (needs 3 usable sessions, has 1)"
+
+
+@pytest.mark.parametrize("bad", ["valnce", "share_hapy", "frames"])
+def test_unknown_index_is_a_usage_error(bad: str) -> None:
+    s = _sessions("P001", [0.1, 0.2])
+    with pytest.raises(ConfigError, match=f"--index='{bad}' is not an index"):
+        trends_table(s, indices=[bad])
+    t = trends_table(s, indices=["valence"])
+    with pytest.raises(ConfigError, match="is not an index"):
+        format_trends(t, indices=[bad])
+
+
+def test_index_column_is_dictionary_encoded() -> None:
+    t = trends_table(_sessions("P001", [0.1, 0.2]))
+    assert pa.types.is_dictionary(t.schema.field("index").type)

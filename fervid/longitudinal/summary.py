@@ -12,6 +12,12 @@ this module computes, from the smoothed per-frame probabilities:
 - data quality: ``n_face_frames``, ``face_present_s``, ``face_present_ratio``,
   ``mean_det_score``, ``frames_sampled``, ``sample_interval_s``.
 
+A recording without a subject (no ``--id-pattern``, or a path it did not match) keeps
+``subject`` null: it is *unassigned* and never enters a subject's trend
+(:func:`unassigned_recordings` lists them). When the videos table holds several rows of
+one ``video_id`` (a duplicate recording's ``skipped`` row beside the analysed one), the
+``ok`` row wins over ``failed`` over ``skipped``, then the latest ``processed_at``.
+
 Every formula, its range and its caveats are in ``docs/indices.md``. One row per video is
 flagged ``is_patient``: the face present longest (ties -> lower ``face_id``) unless a
 per-video override names another face. A video with no face, or one that failed, still
@@ -27,6 +33,7 @@ absent, never as the previous emotion.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 from collections.abc import Mapping
@@ -46,13 +53,14 @@ from fervid.output.atomic import atomic_path
 from fervid.output.schema import (
     FRAMES,
     SEGMENTS,
+    STATUS_FAILED,
     STATUS_OK,
+    STATUS_SKIPPED,
     VIDEOS,
-    schema_for,
     share_col,
     smooth_col,
 )
-from fervid.output.store import Layout, layout_of, output_paths, parts_root, read_table
+from fervid.output.store import Layout, layout_of, read_results
 
 # --------------------------------------------------------------------------- indices
 #: Classes counted as positive / negative affect. Classes a model lacks are ignored.
@@ -71,8 +79,18 @@ RULE_NO_FACE, RULE_NOT_ANALYSED = "no_face", "not_analysed"
 
 #: Parquet key-value metadata: the index settings a sessions table was computed with.
 META_INDEX_SETTINGS = b"fervid.index_settings"
+#: Parquet key-value metadata: hash of everything a sessions table was computed from (index
+#: settings, patient override, every videos row's id, status, settings and processed_at).
+META_SESSIONS_KEY = b"fervid.sessions_key"
+#: Part of the sessions key: bump it when the summary code changes what it computes.
+SUMMARY_VERSION = "2"
 
-SESSIONS_FILE = "sessions.parquet"
+#: Which of a video's several videos rows is the truth: analysed beats failed beats skipped
+#: (a duplicate's skipped row must never hide the analysed copy), then the latest.
+_STATUS_RANK = {STATUS_OK: 2, STATUS_FAILED: 1, STATUS_SKIPPED: 0}
+
+#: Dictionary-encoded (categorical) string columns: few distinct values, many rows.
+_LABELS = pa.dictionary(pa.int32(), pa.string())
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -110,7 +128,8 @@ def mean_segment_col(c: str) -> str:
 #: Session-level columns that do not depend on the class names.
 SESSION_COLUMNS = frozenset(
     {
-        "video_id", "path", "file_name", "subject", "session", "session_date", "status",
+        "video_id", "path", "file_name", "subject", "session", "session_date",
+        "id_pattern_matched", "status",
         "face_id", "is_patient", "patient_rule", "n_faces", "video_duration_s",
         "frames_sampled", "sample_interval_s", "n_face_frames", "face_present_s",
         "face_present_ratio", "mean_det_score", "n_segments", "dominant_emotion",
@@ -134,10 +153,11 @@ def sessions_schema(class_names: tuple[str, ...] = EMOTIONS) -> pa.Schema:
             pa.field("subject", pa.string()),
             pa.field("session", pa.string()),
             pa.field("session_date", pa.date32()),
-            pa.field("status", pa.string(), nullable=False),  # the video's: ok | failed | skipped
+            pa.field("id_pattern_matched", pa.bool_()),  # null: no --id-pattern (or older data)
+            pa.field("status", _LABELS, nullable=False),  # the video's: ok | failed | skipped
             pa.field("face_id", pa.int32()),  # null: no face in the video / not analysed
             pa.field("is_patient", pa.bool_(), nullable=False),  # exactly one per video
-            pa.field("patient_rule", pa.string()),  # on the patient row: how it was chosen
+            pa.field("patient_rule", _LABELS),  # on the patient row: how it was chosen
             pa.field("n_faces", pa.int32()),  # face tracks in the video
             pa.field("video_duration_s", f64),
             pa.field("frames_sampled", pa.int64()),
@@ -151,7 +171,7 @@ def sessions_schema(class_names: tuple[str, ...] = EMOTIONS) -> pa.Schema:
             pa.field("n_segments", pa.int32()),
             *[pa.field(n_segments_col(c), pa.int32()) for c in class_names],
             *[pa.field(mean_segment_col(c), f64) for c in class_names],
-            pa.field("dominant_emotion", pa.string()),
+            pa.field("dominant_emotion", _LABELS),
             pa.field("positive_share", f64),
             pa.field("negative_share", f64),
             pa.field("positive_affect", f64),
@@ -171,26 +191,76 @@ def class_names_of(table: pa.Table | pd.DataFrame, prefix: str) -> tuple[str, ..
     return tuple(c[len(prefix) :] for c in cols if c.startswith(prefix))
 
 
-# --------------------------------------------------------------------------- reading
-def _read_table(out: Path, table: str, columns: list[str] | None = None) -> pa.Table:
-    """One table of either output layout; frames / segments of an output that has none
-    are an empty table (the videos table is the one that must exist)."""
-    try:
-        t = read_table(Path(out), table)
-    except InputError:
-        if table == VIDEOS:
-            raise
-        t = schema_for(table).empty_table()
-    return t.select(columns) if columns is not None else t
+# --------------------------------------------------------------------------- where
+def derived_path(out: Path, name: str) -> Path:
+    """Where a file derived from a fervid output goes: *beside* it, never inside a
+    dataset folder (a glob or ``pd.read_parquet`` over the folder must read only
+    fervid's own tables). ``results.parquet`` -> ``results.<name>``; ``ds/`` ->
+    ``ds.<name>``. ``name``: e.g. ``sessions.parquet``, ``trends.parquet``, ``report``."""
+    out = Path(out)
+    stem = out.stem if layout_of(out) is Layout.FILE else out.name
+    return out.with_name(f"{stem}.{name}")
 
 
 def sessions_path(out: Path) -> Path:
-    """Where ``sessions.parquet`` lives for an output: ``dir/sessions.parquet`` or
-    ``results.sessions.parquet`` next to ``results.parquet``."""
-    out = Path(out)
-    if layout_of(out) is Layout.FILE:
-        return out.with_name(f"{out.stem}.sessions.parquet")
-    return out / SESSIONS_FILE
+    """``ds.sessions.parquet`` beside ``ds/``; ``results.sessions.parquet`` beside
+    ``results.parquet``."""
+    return derived_path(out, "sessions.parquet")
+
+
+def trends_path(out: Path) -> Path:
+    """``ds.trends.parquet`` beside ``ds/`` (``results.trends.parquet``)."""
+    return derived_path(out, "trends.parquet")
+
+
+def report_path(out: Path) -> Path:
+    """``ds.report/`` beside ``ds/`` (``results.report/``)."""
+    return derived_path(out, "report")
+
+
+def latest_video_rows(videos: pd.DataFrame) -> pd.DataFrame:
+    """One row per ``video_id``: ``ok`` over ``failed`` over ``skipped``, then the latest
+    ``processed_at``, so that a duplicate's skipped row never hides the analysed copy."""
+    rank = videos["status"].astype(str).map(_STATUS_RANK).fillna(-1)
+    order = videos.assign(_rank=rank).sort_values(
+        ["_rank", "processed_at"], kind="stable", na_position="first"
+    )
+    return order.drop_duplicates("video_id", keep="last").drop(columns="_rank")
+
+
+# --------------------------------------------------------------------------- subjects
+def unassigned_recordings(sessions: pa.Table | pd.DataFrame) -> pd.DataFrame:
+    """Patient rows without a subject, with ``path``, ``status``, ``id_pattern_matched``
+    and a one-line ``reason``; they are listed, never followed as a trend."""
+    df = sessions.to_pandas() if isinstance(sessions, pa.Table) else sessions
+    rows = df.loc[df["is_patient"].astype(bool) & df["subject"].isna()].copy()
+    matched = rows.get("id_pattern_matched", pd.Series([None] * len(rows), index=rows.index))
+    rows["reason"] = [
+        "path does not match --id-pattern" if m is False or m is np.False_
+        else "pattern gives no {subject}" if m is True or m is np.True_
+        else "processed without --id-pattern"
+        for m in matched.astype(object)
+    ]  # fmt: skip
+    return rows.sort_values("path").reset_index(drop=True)
+
+
+def id_pattern_warnings(sessions: pa.Table | pd.DataFrame, *, limit: int = 20) -> list[str]:
+    """Lines that warn about recordings without a subject (empty when every recording
+    has one): the count per reason, then up to ``limit`` paths."""
+    un = unassigned_recordings(sessions)
+    if un.empty:
+        return []
+    n_all = int((sessions["is_patient"] if isinstance(sessions, pd.DataFrame)
+                 else sessions.column("is_patient").to_pandas()).astype(bool).sum())  # fmt: skip
+    lines = [
+        f"{len(un)} of {n_all} recording(s) have no subject and are listed as unassigned "
+        "(they form no trend): "
+        + "; ".join(f"{n} {r}" for r, n in un["reason"].value_counts().sort_index().items())
+    ]
+    lines += [f"  {p}" for p in un["path"].head(limit)]
+    if len(un) > limit:
+        lines.append(f"  … and {len(un) - limit} more")
+    return lines
 
 
 # --------------------------------------------------------------------------- override
@@ -249,6 +319,14 @@ _FRAME_COLS = ["video_id", "face_id", "timestamp_s", "det_score", "smoothed_labe
 _SEGMENT_COLS = ["video_id", "face_id", "emotion", "duration_s"]
 
 
+def _column(t: pa.Table | pd.DataFrame, name: str) -> list[Any]:
+    """A column as a list, all None when the table lacks it."""
+    names = t.schema.names if isinstance(t, pa.Table) else list(t.columns)
+    if name not in names:
+        return [None] * len(t)
+    return t.column(name).to_pylist() if isinstance(t, pa.Table) else t[name].tolist()
+
+
 def _df(t: pa.Table | pd.DataFrame, cols: list[str], what: str) -> pd.DataFrame:
     names = t.schema.names if isinstance(t, pa.Table) else list(t.columns)
     missing = [c for c in cols if c not in names]
@@ -284,9 +362,8 @@ def summarize_sessions(
     v = _df(videos, ["video_id", "path", "file_name", "subject", "session", "session_date",
                      "status", "duration_s", "frames_sampled", "settings_hash",
                      "processed_at"], "videos")  # fmt: skip
-    # A video written twice (file layout, reprocessed): its latest row is the truth.
-    v = v.sort_values("processed_at", kind="stable", na_position="first")
-    v = v.drop_duplicates("video_id", keep="last").sort_values("video_id", kind="stable")
+    v["id_pattern_matched"] = _column(videos, "id_pattern_matched")  # absent in older outputs
+    v = latest_video_rows(v).sort_values("video_id", kind="stable")
 
     f = _df(frames, [*_FRAME_COLS, *[smooth_col(c) for c in classes]], "frames")
     f = f.sort_values(["video_id", "face_id", "timestamp_s"], kind="stable").reset_index(drop=True)
@@ -315,7 +392,8 @@ def summarize_sessions(
         base = {
             "video_id": vid, "path": video["path"], "file_name": video["file_name"],
             "subject": _none(video["subject"]), "session": _none(video["session"]),
-            "session_date": _none(video["session_date"]), "status": video["status"],
+            "session_date": _none(video["session_date"]), "status": str(video["status"]),
+            "id_pattern_matched": _bool(video["id_pattern_matched"]),
             "settings_hash": _none(video["settings_hash"]),
             "processed_at": _none(video["processed_at"]),
             "video_duration_s": _float(video["duration_s"]),
@@ -461,22 +539,55 @@ def _int(x: Any) -> int | None:
     return None if x is None else int(x)
 
 
+def _bool(x: Any) -> bool | None:
+    x = _none(x)
+    return None if x is None else bool(x)
+
+
 # --------------------------------------------------------------------------- files
+_VIDEO_KEY_COLS = ["video_id", "path", "status", "settings_hash", "processed_at"]
+
+
 def summarize_dir(
     out: Path,
     patient_override: Mapping[str, int] | Path | str | None = None,
     *,
     settings: IndexSettings = IndexSettings(),
 ) -> pa.Table:
-    """:func:`summarize_sessions` over a fervid output (``dir/`` or ``results.parquet``)."""
-    videos = _read_table(out, VIDEOS)
-    frames = _read_table(out, FRAMES)
+    """:func:`summarize_sessions` over a fervid output (``dir/`` or ``results.parquet``),
+    read through :func:`fervid.output.store.read_results`. The result's metadata holds
+    :func:`sessions_key`, so :func:`load_sessions` can tell a cached file is current."""
+    videos = read_results(out, VIDEOS)
+    frames = read_results(out, FRAMES, missing_ok=True)
     classes = class_names_of(frames, "smooth_") or EMOTIONS
     frames = frames.select([*_FRAME_COLS, *[smooth_col(c) for c in classes]])
-    segments = _read_table(out, SEGMENTS, _SEGMENT_COLS)
-    return summarize_sessions(
-        frames, segments, videos, patient_override, settings=settings, class_names=classes
+    segments = read_results(out, SEGMENTS, columns=_SEGMENT_COLS, missing_ok=True)
+    override = load_patient_override(patient_override)
+    table = summarize_sessions(
+        frames, segments, videos, override, settings=settings, class_names=classes
     )
+    key = sessions_key(videos, override, settings)
+    return table.replace_schema_metadata(
+        {**(table.schema.metadata or {}), META_SESSIONS_KEY: key.encode()}
+    )
+
+
+def sessions_key(
+    videos: pa.Table, override: Mapping[str, int], settings: IndexSettings
+) -> str:
+    """Hash of what a sessions table is computed from: the summary version, the index
+    settings, the patient override and each videos row's identity, status, settings hash
+    and ``processed_at`` (a reprocessed video gets a new one). Frames and segments are
+    written with their videos row, so the videos rows stand for them."""
+    rows = sorted(
+        tuple(str(x) for x in r)
+        for r in zip(*(_column(videos, c) for c in _VIDEO_KEY_COLS), strict=True)
+    )
+    blob = json.dumps(
+        [SUMMARY_VERSION, {"surprise_weight": settings.surprise_weight},
+         sorted(override.items()), rows]
+    )  # fmt: skip
+    return hashlib.blake2b(blob.encode(), digest_size=16).hexdigest()
 
 
 def write_sessions(table: pa.Table, path: Path) -> Path:
@@ -502,13 +613,16 @@ def load_sessions(
     *,
     settings: IndexSettings = IndexSettings(),
 ) -> pa.Table:
-    """The sessions of a fervid output: its ``sessions.parquet`` when that is newer than
-    every videos file and no override is given, else summarized afresh (not written)."""
+    """The sessions of a fervid output: its ``sessions.parquet`` (:func:`sessions_path`)
+    when that was computed from exactly the current videos rows with the same index
+    settings and patient override (:func:`sessions_key`), else summarized afresh (not
+    written)."""
     path = sessions_path(out)
-    if patient_override is None and path.is_file():
-        videos = [output_paths(out)[VIDEOS], *(parts_root(out) / VIDEOS).glob("*.parquet")]
-        newest = max((p.stat().st_mtime_ns for p in videos if p.is_file()), default=0)
-        if path.stat().st_mtime_ns >= newest:
+    if path.is_file():
+        stored = (pq.read_schema(path).metadata or {}).get(META_SESSIONS_KEY)
+        videos = read_results(out, VIDEOS, columns=_VIDEO_KEY_COLS)
+        key = sessions_key(videos, load_patient_override(patient_override), settings)
+        if stored is not None and stored.decode() == key:
             return read_sessions(path)
     return summarize_dir(out, patient_override, settings=settings)
 

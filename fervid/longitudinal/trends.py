@@ -1,9 +1,11 @@
 """Per-subject trends across sessions: rolling means, change from baseline, departure flags.
 
 Input: a sessions table (:func:`fervid.longitudinal.summary.summarize_sessions`). Only each session's
-patient row of an analysed video (``is_patient`` and ``status == 'ok'``) is followed.
-Sessions of a subject are ordered by ``session_date``; sessions without a date follow,
-in processed order (``processed_at``, then ``video_id``).
+patient row of an analysed video (``is_patient`` and an analysed ``status``) with a
+``subject`` is followed: recordings without a subject are *unassigned*
+(:func:`fervid.longitudinal.summary.unassigned_recordings`) and never form a trend, since
+nothing says they are one person. Sessions of a subject are ordered by ``session_date``;
+sessions without a date follow, in processed order (``processed_at``, then ``video_id``).
 
 For every index (valence, expressivity, each emotion share by default):
 
@@ -26,9 +28,11 @@ The rule, its defaults and its caveats are in ``docs/indices.md``.
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
@@ -39,14 +43,17 @@ from rich.text import Text
 
 from fervid.errors import ConfigError, DataError, InputError
 from fervid.longitudinal.missing import plain
-from fervid.longitudinal.summary import class_names_of
-from fervid.output.schema import STATUS_OK, share_col
+from fervid.longitudinal.summary import INDEX_COLUMNS, class_names_of, mean_smooth_col
+from fervid.output.schema import ANALYSED_STATUSES, share_col
 
 #: Parquet / Arrow key-value metadata: the settings a trends table was computed with.
 META_TREND_SETTINGS = b"fervid.trend_settings"
 
 #: Indices followed by default, before the per-emotion shares.
 HEADLINE_INDICES = ("valence", "expressivity")
+
+#: Dictionary-encoded (categorical) string column: few distinct values, many rows.
+_CATEGORY = pa.dictionary(pa.int32(), pa.string())
 
 #: Columns of the trends table (long format: one row per session per index).
 TREND_COLUMNS = (
@@ -61,7 +68,7 @@ def trends_schema() -> pa.Schema:
     f64 = pa.float64()
     return pa.schema(
         [
-            pa.field("subject", pa.string()),  # null: sessions without a subject, followed together
+            pa.field("subject", pa.string(), nullable=False),  # unassigned recordings: no rows
             pa.field("video_id", pa.string(), nullable=False),
             pa.field("file_name", pa.string()),
             pa.field("session_date", pa.date32()),
@@ -70,7 +77,7 @@ def trends_schema() -> pa.Schema:
             pa.field("face_present_s", f64),
             pa.field("face_present_ratio", f64),
             pa.field("usable", pa.bool_(), nullable=False),  # face_present_s >= min_face_s
-            pa.field("index", pa.string(), nullable=False),  # a sessions-table column
+            pa.field("index", _CATEGORY, nullable=False),  # a sessions-table column
             pa.field("value", f64),
             pa.field("rolling_mean", f64),  # of usable values among the last `window` sessions
             pa.field("baseline_mean", f64),
@@ -149,6 +156,25 @@ def default_indices(sessions: pa.Table | pd.DataFrame) -> tuple[str, ...]:
     return (*HEADLINE_INDICES, *[share_col(c) for c in class_names_of(sessions, "share_")])
 
 
+def available_indices(sessions: pa.Table | pd.DataFrame) -> tuple[str, ...]:
+    """Every sessions-table column that can be followed as an index."""
+    classes = class_names_of(sessions, "share_")
+    return (*INDEX_COLUMNS, "positive_share", "negative_share",
+            *[share_col(c) for c in classes], *[mean_smooth_col(c) for c in classes])  # fmt: skip
+
+
+def check_indices(requested: Sequence[str], available: Sequence[str]) -> None:
+    """Raise :class:`ConfigError` (a usage error) for index names not in ``available``,
+    suggesting the closest name: a typo must not give an empty column."""
+    for name in requested:
+        if name not in available:
+            close = difflib.get_close_matches(name, available, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ConfigError(
+                f"--index={name!r} is not an index; {hint}expected one of {list(available)}"
+            )
+
+
 def trends_table(
     sessions: pa.Table | pd.DataFrame,
     baseline_n: int = 3,
@@ -185,6 +211,7 @@ def trends_with(
 ) -> pa.Table:
     """:func:`trends_table` with a :class:`TrendSettings` object."""
     index_cols = tuple(indices) if indices is not None else default_indices(sessions)
+    check_indices(index_cols, available_indices(sessions))
     df = sessions.to_pandas() if isinstance(sessions, pa.Table) else sessions.copy()
     needed = ["subject", "video_id", "file_name", "session_date", "processed_at", "status",
               "is_patient", "face_present_s", "face_present_ratio", *index_cols]  # fmt: skip
@@ -193,7 +220,8 @@ def trends_with(
         raise DataError(
             f"sessions table lacks columns {missing}; build it with summarize_sessions()"
         )
-    df = df.loc[df["is_patient"].astype(bool) & (df["status"] == STATUS_OK), needed]
+    analysed = df["status"].astype(str).isin([str(s) for s in ANALYSED_STATUSES])
+    df = df.loc[df["is_patient"].astype(bool) & analysed & df["subject"].notna(), needed]
     if subject is not None:
         present = sorted({str(s) for s in df["subject"].dropna()})
         df = df.loc[df["subject"] == subject]
@@ -208,12 +236,8 @@ def trends_with(
     df = df.sort_values(["_date", "_proc", "video_id"], na_position="last", kind="stable")
 
     rows: list[dict[str, Any]] = []
-    subjects = sorted(df["subject"].dropna().unique().tolist())
-    if df["subject"].isna().any():
-        subjects.append(None)
-    for subj in subjects:
-        g = df.loc[df["subject"].isna()] if subj is None else df.loc[df["subject"] == subj]
-        g = g.reset_index(drop=True)
+    for subj in sorted(df["subject"].unique().tolist()):
+        g = df.loc[df["subject"] == subj].reset_index(drop=True)
         present_s = g["face_present_s"].astype(float).fillna(0.0).to_numpy()
         usable = present_s >= settings.min_face_s
         dates = [None if pd.isna(x) else _as_date(x) for x in g["session_date"]]
@@ -306,6 +330,126 @@ def trend_settings_of(trends: pa.Table) -> TrendSettings | None:
     return TrendSettings(**d)
 
 
+# --------------------------------------------------------------------------- what is known
+@dataclass(frozen=True, kw_only=True)
+class BaselineStatus:
+    """What one subject's baseline rests on (from its rows of the reference index).
+
+    ``sessions``: analysed sessions; ``usable``: with enough face time; ``in_baseline``:
+    sessions forming the baseline (0 when it is not established); ``needed``: usable
+    sessions a baseline needs; ``judged``: later usable sessions given a verdict;
+    ``departing``: sessions with at least one departure (any index).
+    """
+
+    subject: str
+    sessions: int
+    usable: int
+    in_baseline: int
+    needed: int
+    judged: int
+    departing: int
+
+    @property
+    def established(self) -> bool:
+        return self.in_baseline > 0
+
+    def describe(self) -> str:
+        if self.established:
+            return (
+                f"baseline established from {self.in_baseline} of {self.usable} usable "
+                f"session{'s' if self.usable != 1 else ''}"
+            )
+        return (
+            f"baseline not established (needs {self.needed} usable sessions, has "
+            f"{self.usable})"
+        )
+
+
+class Verdict(StrEnum):
+    """The one-line answer a report leads with; never an all-clear when nothing was judged."""
+
+    DEPARTURES = "departures"  # at least one judged session departs from its baseline
+    NO_DEPARTURES = "no_departures"  # sessions were judged and none departs
+    NOTHING_JUDGED = "nothing_judged"  # no session could be compared with a baseline
+
+
+def reference_index(trends: pd.DataFrame) -> str | None:
+    """The index whose rows describe baselines: valence when followed, else the first."""
+    names = list(dict.fromkeys(trends["index"].astype(str)))
+    return "valence" if "valence" in names else (names[0] if names else None)
+
+
+def baseline_status(trends: pa.Table | pd.DataFrame) -> list[BaselineStatus]:
+    """One :class:`BaselineStatus` per subject of a trends table, by subject."""
+    settings = trend_settings_of(trends) if isinstance(trends, pa.Table) else None
+    settings = settings or TrendSettings()
+    df = trends.to_pandas() if isinstance(trends, pa.Table) else trends
+    ref = reference_index(df)
+    if ref is None:
+        return []
+    needed = 2 if settings.baseline_dates is not None else settings.baseline_n
+    out = []
+    for subj, g in df.groupby("subject", sort=True, observed=True):
+        r = g.loc[g["index"].astype(str) == ref]
+        dep = g.loc[g["departure"].map(lambda x: x is True or x is np.True_)]
+        usable = r.loc[r["usable"].astype(bool)]
+        if settings.baseline_dates is not None:  # only the dated window can form it
+            first, last = settings.baseline_dates
+            usable = usable.loc[[d is not None and not pd.isna(d) and first <= _as_date(d) <= last
+                                 for d in usable["session_date"]]]  # fmt: skip
+        out.append(
+            BaselineStatus(
+                subject=str(subj),
+                sessions=len(r),
+                usable=int(r["usable"].astype(bool).sum()),
+                in_baseline=int(r["in_baseline"].astype(bool).sum()),
+                needed=needed,
+                judged=int(r["departure"].notna().sum()),
+                departing=int(dep["video_id"].nunique()),
+            )
+        )
+    return out
+
+
+def verdict(trends: pa.Table | pd.DataFrame) -> Verdict:
+    """Departures, no departures among judged sessions, or nothing could be judged."""
+    status = baseline_status(trends)
+    if any(s.departing for s in status):
+        return Verdict.DEPARTURES
+    if any(s.judged for s in status):
+        return Verdict.NO_DEPARTURES
+    return Verdict.NOTHING_JUDGED
+
+
+def verdict_text(trends: pa.Table | pd.DataFrame) -> str:
+    """The headline sentence for :func:`verdict`, with counts."""
+    status = baseline_status(trends)
+    judged = sum(s.judged for s in status)
+    v = verdict(trends)
+    if v is Verdict.DEPARTURES:
+        n = sum(s.departing for s in status)
+        subjects = sum(1 for s in status if s.departing)
+        return (
+            f"{n} session{'s' if n != 1 else ''} of {subjects} subject"
+            f"{'s' if subjects != 1 else ''} depart from the subject's own baseline "
+            f"({judged} session{'s' if judged != 1 else ''} judged)."
+        )
+    if v is Verdict.NO_DEPARTURES:
+        waiting = sum(1 for s in status if not s.established)
+        tail = (
+            f" {waiting} subject{'s have' if waiting != 1 else ' has'} no baseline yet and "
+            "could not be judged." if waiting else ""
+        )
+        return (
+            f"No departures among the {judged} session{'s' if judged != 1 else ''} that "
+            f"could be judged.{tail}"
+        )
+    return (
+        "Nothing could be judged: no subject has a baseline and a later usable session "
+        "to compare with it. This is not an all-clear."
+    )
+
+
 # --------------------------------------------------------------------------- terminal
 _LABELS = {
     "valence_sd": "valence SD",
@@ -346,7 +490,11 @@ def format_trends(
     df = trends.to_pandas() if isinstance(trends, pa.Table) else trends.copy()
     if subject is not None:
         df = df.loc[df["subject"] == subject]
-    cols = list(indices) if indices is not None else list(dict.fromkeys(df["index"]))
+    followed = list(dict.fromkeys(df["index"].astype(str)))
+    cols = list(indices) if indices is not None else followed
+    if indices is not None:
+        check_indices(cols, followed)
+    df = df.assign(index=df["index"].astype(str))
     many = df["subject"].nunique(dropna=False) > 1
     title = "fervid trends" + (f" — {subject}" if subject is not None else "")
     table = Table(title=title, title_justify="left", caption_justify="left")
