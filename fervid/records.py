@@ -7,6 +7,7 @@ float64, as reported by the decoder; it travels with every row to Parquet.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,6 +94,18 @@ class Detections:
     @classmethod
     def empty(cls) -> Detections:
         return cls(boxes=np.zeros((0, 4), np.float32), scores=np.zeros((0,), np.float32))
+
+
+#: How a decoder words damage in ``VideoFaces.warnings``: the count leads the text, so it
+#: survives the trip through Ray and the merge of a long video's chunks (each chunk's
+#: warning names its time range, so the merge keeps them apart) without another field.
+DECODE_ERRORS_WARNING = "{n} decode errors between {start:.1f} s and {end:.1f} s ({reason})"
+_DECODE_ERRORS = re.compile(r"^(\d+) decode errors\b")
+
+
+def decode_error_count(warnings: tuple[str, ...] | list[str]) -> int:
+    """Total of the counts in the :data:`DECODE_ERRORS_WARNING` entries of ``warnings``."""
+    return sum(int(m.group(1)) for w in warnings if (m := _DECODE_ERRORS.match(w)))
 
 
 @dataclass(frozen=True, kw_only=True)

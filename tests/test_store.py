@@ -317,13 +317,54 @@ def test_overwrite_redoes_inputs_and_keeps_other_videos(out: Path) -> None:
     assert sorted(read_table(out, "videos").column("video_id").to_pylist()) == ["aaaa", "bbbb"]
 
 
-def test_failure_after_success_replaces_the_rows(out: Path) -> None:
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_failure_on_rerun_keeps_the_earlier_result(out: Path, overwrite: bool) -> None:
     write_two(out)
-    store = open_store(out, settings_hash="h2")
-    store.write_video(A.video_id, *empty_tables(), failed_row(A, settings_hash="h2"))
+    before = read_table(out, "frames")
+    store = open_store(out, settings_hash="h2", overwrite=overwrite)
+    failed = failed_video_table(
+        Identity.of(A), error="ValueError: max_gap_s must be > 0", settings_hash="h2",
+        model_sha256="m" * 64, fervid_version="0.1.0", class_names=EMOTIONS,
+    )  # fmt: skip
+    assert store.write_video(A.video_id, *empty_tables(), failed) is False
+    assert store.kept == ["aaaa"]
     store.finalize()
-    assert read_table(out, "frames").num_rows == 0
-    assert open_store(out, settings_hash="h2").completed() == {"bbbb": "h1"}
+    after = read_table(out, "frames")
+    assert after.num_rows == before.num_rows == 6
+    assert after.drop_columns([]).equals(before)  # the rows themselves, unchanged
+    videos = {r["video_id"]: r for r in read_table(out, "videos").to_pylist()}
+    assert videos["aaaa"]["status"] == "ok" and videos["aaaa"]["settings_hash"] == "h1"
+    assert videos["aaaa"]["last_error"] == "ValueError: max_gap_s must be > 0"
+    assert videos["bbbb"]["last_error"] is None
+    meta = pq.read_schema(parts_root(out) / "videos" / "aaaa.parquet").metadata
+    assert meta[META_SETTINGS_HASH] == b"h1"  # still says which settings made the rows
+    # still done with its own settings; the new settings retry it next time
+    again = open_store(out, settings_hash="h2")
+    assert again.completed() == {"aaaa": "h1", "bbbb": "h1"} and not again.should_skip("aaaa")
+    again.write_video(A.video_id, *video_tables(A, 3, settings_hash="h2"))  # a success replaces
+    again.finalize()
+    row = next(r for r in read_table(out, "videos").to_pylist() if r["video_id"] == "aaaa")
+    assert row["settings_hash"] == "h2" and row["last_error"] is None
+    assert read_table(out, "frames").num_rows == 3
+
+
+def test_failure_replaces_a_failure(out: Path) -> None:
+    store = open_store(out)
+    store.write_video(C.video_id, *empty_tables(), failed_row(C))
+    assert store.write_video(C.video_id, *empty_tables(), failed_row(C, settings_hash="h2"))
+    store.finalize()
+    row = read_table(out, "videos").to_pylist()[0]
+    assert (row["status"], row["settings_hash"], row["last_error"]) == ("failed", "h2", None)
+
+
+def test_ok_with_warnings_counts_as_done(out: Path) -> None:
+    store = open_store(out)
+    frames, segs, row = video_tables(A, 2)
+    i = row.schema.get_field_index("status")
+    row = row.set_column(i, row.schema.field(i), pa.array(["ok_with_warnings"]))
+    store.write_video(A.video_id, frames, segs, row)
+    store.finalize()
+    assert open_store(out).should_skip("aaaa")
 
 
 def test_duplicate_content_row_does_not_undo_the_original(out: Path) -> None:
@@ -378,30 +419,86 @@ def test_leftovers_of_a_crash_mid_write_are_cleaned(out: Path) -> None:
     assert read_table(out, "frames").num_rows == 6
 
 
-def test_write_failure_leaves_the_old_rows(out: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("fail_in", ["frames", "segments", "videos"])
+def test_write_failure_keeps_the_old_rows(
+    out: Path, monkeypatch: pytest.MonkeyPatch, fail_in: str
+) -> None:
     write_two(out)
     store = open_store(out, settings_hash="h2")
     real_replace = os.replace
     calls = []
 
     def failing_replace(src: os.PathLike, dst: os.PathLike) -> None:
-        calls.append(Path(dst).parent.name)
-        if Path(dst).parent.name == "segments":
-            raise OSError("disk full")
+        if Path(dst).suffix == ".parquet":
+            calls.append(Path(dst).parent.name)
+            if calls.count(fail_in) == 1 and calls[-1] == fail_in:  # the new file, once
+                raise OSError(28, "No space left on device")
         real_replace(src, dst)
 
     monkeypatch.setattr(os, "replace", failing_replace)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(OSError, match="No space left"):
         store.write_video(A.video_id, *video_tables(A, 2, settings_hash="h2"))
     monkeypatch.setattr(os, "replace", real_replace)
-    assert calls == ["frames", "segments"]
+    assert fail_in in calls
     assert temp_files(out.parent) == []
+    assert not list(parts_root(out).rglob("*.prev"))
+    assert store.completed() == {"aaaa": "h1", "bbbb": "h1"}
     store.close()
-    # the video is not done (its videos row was removed first) and its new frames are orphans
     store = open_store(out, settings_hash="h2")
-    assert store.completed() == {"bbbb": "h1"}
+    assert store.completed() == {"aaaa": "h1", "bbbb": "h1"}  # the old result is back
     store.finalize()
-    assert read_table(out, "frames").num_rows == 0
+    assert read_table(out, "frames").num_rows == 6
+
+
+def test_crash_mid_replace_restores_the_old_rows(out: Path) -> None:
+    """What a SIGKILL between "old videos row removed" and "new one renamed in" leaves:
+    new frames in place, the old parts as backups. The next run puts the old ones back."""
+    write_two(out)
+    root = parts_root(out)
+    for t in ("frames", "segments", "videos"):
+        os.link(root / t / "aaaa.parquet", root / t / ".aaaa.parquet.prev")
+    (root / "videos" / "aaaa.parquet").unlink()
+    new_frames = video_tables(A, 2, settings_hash="h2")[0]
+    pq.write_table(new_frames, root / "frames" / "new.tmp")  # renamed in, as the store does
+    os.replace(root / "frames" / "new.tmp", root / "frames" / "aaaa.parquet")
+    store = open_store(out, settings_hash="h2")
+    assert store.completed() == {"aaaa": "h1", "bbbb": "h1"}
+    store.finalize()
+    assert read_table(out, "frames").num_rows == 6
+    assert not list(root.rglob("*.prev"))
+
+
+@pytest.mark.parametrize("table", ["frames", "videos"])
+def test_torn_part_is_quarantined_and_its_video_redone(out: Path, table: str) -> None:
+    write_two(out)
+    root = parts_root(out)
+    part = root / table / "aaaa.parquet"
+    part.write_bytes(part.read_bytes()[: part.stat().st_size // 2])  # torn mid-write
+    store = open_store(out)
+    assert len(store.warnings) == 1
+    assert f"{table}/aaaa.parquet" in store.warnings[0] and "redone" in store.warnings[0]
+    assert str(out.parent) not in store.warnings[0]  # no absolute paths in the message
+    assert store.completed() == {"bbbb": "h1"} and not store.should_skip("aaaa")
+    assert sorted(p.parent.name for p in (root / ".quarantine").rglob("aaaa.parquet.*")) == [
+        "frames", "segments", "videos"
+    ]  # fmt: skip
+    store.write_video(A.video_id, *video_tables(A, 4))
+    store.finalize()
+    assert read_table(out, "frames").num_rows == 4
+    assert open_store(out).warnings == []  # moved away once, not reported again
+
+
+def test_parts_of_an_older_version_are_read_with_new_columns_null(out: Path) -> None:
+    write_two(out)
+    part = parts_root(out) / "videos" / "bbbb.parquet"
+    old = pq.read_table(part)
+    pq.write_table(old.drop_columns(["last_error", "decode_errors"]), part)
+    store = open_store(out)  # not refused as "another model's classes"
+    assert store.completed() == {"aaaa": "h1", "bbbb": "h1"}
+    store.write_video(C.video_id, *video_tables(C, 1))
+    store.finalize()
+    rows = {r["video_id"]: r for r in read_table(out, "videos").to_pylist()}
+    assert rows["bbbb"]["last_error"] is None and rows["bbbb"]["decode_errors"] is None
 
 
 def test_one_run_at_a_time(out: Path) -> None:

@@ -7,6 +7,8 @@ from the first row. Per-class columns are named from the model's class names
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 import pyarrow as pa
 
 from fervid.model.classes import EMOTIONS
@@ -22,7 +24,26 @@ META_VERSION = b"fervid.version"
 META_MODEL_SHA256 = b"fervid.model_sha256"
 META_SETTINGS_HASH = b"fervid.settings_hash"
 
-STATUS_OK, STATUS_FAILED, STATUS_SKIPPED = "ok", "failed", "skipped"
+
+class VideoStatus(StrEnum):
+    """The ``status`` of a videos row. Members are strings, so ``status == "ok"`` and
+    Parquet/DuckDB filters on the text work unchanged."""
+
+    OK = "ok"  # analysed, nothing to report
+    OK_WITH_WARNINGS = "ok_with_warnings"  # analysed, but ``warnings`` says what was damaged
+    FAILED = "failed"  # no result; ``error`` says why
+    SKIPPED = "skipped"  # not analysed on purpose (e.g. same content as another input)
+
+    @property
+    def has_result(self) -> bool:
+        """True for the statuses whose frames and segments are a result to keep."""
+        return self in (VideoStatus.OK, VideoStatus.OK_WITH_WARNINGS)
+
+
+STATUS_OK, STATUS_OK_WITH_WARNINGS = VideoStatus.OK, VideoStatus.OK_WITH_WARNINGS
+STATUS_FAILED, STATUS_SKIPPED = VideoStatus.FAILED, VideoStatus.SKIPPED
+#: Statuses of rows that hold an analysis (what queries of results usually keep).
+ANALYSED_STATUSES = (STATUS_OK, STATUS_OK_WITH_WARNINGS)
 
 # Identity columns shared by all three tables: where a row comes from.
 _IDENTITY = [
@@ -105,10 +126,13 @@ def videos_schema(class_names: tuple[str, ...] = EMOTIONS) -> pa.Schema:
             # Whether the path matched --id-pattern (null without one): a False row has no
             # subject / session_date from its path, so it is listed as unassigned.
             pa.field("id_pattern_matched", pa.bool_()),
-            pa.field("status", pa.string(), nullable=False),  # ok | failed | skipped
+            pa.field("status", pa.string(), nullable=False),  # a VideoStatus value
             pa.field("error", pa.string()),  # one-line reason when not ok
+            # A later run failed on this video and kept this (earlier) result: its error.
+            pa.field("last_error", pa.string()),
             pa.field("duplicate_of", pa.string()),  # skipped duplicate: path of the analysed copy
             pa.field("warnings", pa.string()),  # "; "-joined decode warnings (e.g. truncated file)
+            pa.field("decode_errors", pa.int64()),  # damaged packets/frames met; null if failed
             pa.field("size_bytes", pa.int64()),
             pa.field("duration_s", pa.float64()),
             pa.field("fps", pa.float64()),

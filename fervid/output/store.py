@@ -23,8 +23,10 @@ its files are in place. One run at a time may write to an ``--out`` (a lock file
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
+import time
 from collections.abc import Iterable
 from enum import Enum
 from glob import escape as glob_escape
@@ -47,10 +49,10 @@ from fervid.output.schema import (
     META_SETTINGS_HASH,
     META_VERSION,
     SEGMENTS,
-    STATUS_OK,
     STATUS_SKIPPED,
     TABLES,
     VIDEOS,
+    VideoStatus,
     schema_for,
 )
 from fervid.output.tables import check_schema
@@ -63,6 +65,13 @@ _NOT_PARQUET = {".csv", ".tsv", ".json", ".jsonl", ".feather", ".arrow", ".ipc",
                 ".pq", ".parq", ".db", ".duckdb", ".sqlite"}  # fmt: skip
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")
 _COMPRESSION = "zstd"
+#: Suffix of the hard-linked copy of a part kept while it is being replaced (hidden, and
+#: not ending in .parquet, so readers skip it); a crash mid-replace restores it.
+_BACKUP_SUFFIX = ".prev"
+#: Hidden folder (under the parts root) that unreadable part files are moved to.
+QUARANTINE = ".quarantine"
+
+log = logging.getLogger(__name__)
 
 
 class Layout(Enum):
@@ -112,9 +121,12 @@ class OutputStore:
 
     ``settings_json`` (the fully resolved run settings), ``fervid_version``,
     ``model_sha256`` and ``settings_hash`` go into every file's Parquet key-value metadata.
-    A video is skipped when it is already done (status ok) with the same
-    ``settings_hash``, unless ``overwrite``; failed videos and videos done with other
-    settings are redone and their rows replaced.
+    A video is skipped when it is already done (``ok``/``ok_with_warnings``) with the
+    same ``settings_hash``, unless ``overwrite``; failed videos and videos done with other
+    settings are redone, their rows replaced by a new result but never by a failure
+    (:meth:`write_video`). Unreadable part files (a torn copy, a full disk in another
+    tool) are moved to ``.quarantine/`` with a line in ``warnings``, and their videos
+    redone.
     """
 
     def __init__(
@@ -144,11 +156,16 @@ class OutputStore:
         self._written = 0
         self._dirty = False  # parts removed: the consolidated files must be rewritten
         self._closed = False
+        #: video_ids whose rerun failed and whose earlier result was kept (this run).
+        self.kept: list[str] = []
+        #: One line per problem found in the existing output (a damaged part moved away).
+        self.warnings: list[str] = []
         for t in TABLES:
             (self.root / t).mkdir(parents=True, exist_ok=True)
         self._lock_file = self._lock()
         try:
             self._remove_leftovers()
+            self._quarantine_unreadable()
             self._check_class_names()
             if self.layout is Layout.FILE:
                 self._adopt_consolidated()
@@ -159,7 +176,8 @@ class OutputStore:
 
     # ----------------------------------------------------------------------- public
     def completed(self) -> dict[str, str]:
-        """video_id -> settings_hash of every video already done with status ok."""
+        """video_id -> settings_hash of every video already done (``ok`` or
+        ``ok_with_warnings``)."""
         return dict(self._done)
 
     def has_video(self, key: str) -> bool:
@@ -173,13 +191,22 @@ class OutputStore:
 
     def write_video(
         self, video_id: str, frames: pa.Table, segments: pa.Table, videos_row: pa.Table
-    ) -> None:
-        """Write (or replace) one video's rows: three files, each atomically.
+    ) -> bool:
+        """Write (or replace) one video's rows: three files, each atomically. Returns False
+        when the rows were not written because an earlier result is kept (below).
 
-        The new files are first written under temporary names; then the old videos part
-        is removed (so the video no longer counts as done), frames and segments are
-        renamed into place, and the videos row last. A crash at any point leaves the
-        video either done with all its new rows or not done (redone by the next run).
+        A rerun never makes things worse: when ``videos_row`` has no result (``failed``)
+        and the video already has one (``ok`` / ``ok_with_warnings``, whatever its
+        settings), the earlier frames and segments stay, and only the stored row's
+        ``last_error`` column records the new failure (the video is then retried by the
+        next run with these settings, as a failed one would be).
+
+        Otherwise the new files are first written under temporary names; the old parts
+        are hard-linked to hidden backups, the old videos part is removed (so the video
+        no longer counts as done), frames and segments are renamed into place, and the
+        videos row last. An error on the way (disk full) restores the old parts; a crash
+        leaves the backups, which the next run restores. Either way the video ends with
+        all its new rows or all its old ones.
         """
         self._check_open()
         if not _SAFE_ID.match(video_id):
@@ -196,7 +223,12 @@ class OutputStore:
                 raise ValueError(
                     f"{t} rows belong to videos {sorted(ids)}, but the videos row is {row_id!r}"
                 )
+        status = VideoStatus(videos_row.column("status")[0].as_py())
+        if status is VideoStatus.FAILED and video_id in self._done:
+            self._keep_previous(video_id, videos_row.column("error")[0].as_py() or "failed")
+            return False
         temps: dict[str, Path] = {}
+        backups = self._back_up(video_id)
         try:
             for t in TABLES:
                 temps[t] = self._write_temp(tables[t], self._part(t, video_id))
@@ -204,17 +236,70 @@ class OutputStore:
             for t in (FRAMES, SEGMENTS, VIDEOS):  # the videos row last: it marks the video done
                 os.replace(temps[t], self._part(t, video_id))
                 del temps[t]
+        except BaseException:
+            self._restore(video_id, backups)
+            raise
         finally:
             for tmp in temps.values():
                 tmp.unlink(missing_ok=True)
+        for backup in backups.values():
+            backup.unlink(missing_ok=True)
         for t in TABLES:
             fsync_dir(self.root / t)
         self._written += 1
-        status = videos_row.column("status")[0].as_py()
-        if status == STATUS_OK:
+        if status.has_result:
             self._done[row_id] = videos_row.column("settings_hash")[0].as_py()
         elif row_id == video_id:
             self._done.pop(row_id, None)
+        return True
+
+    def _keep_previous(self, video_id: str, error: str) -> None:
+        """Record a rerun's failure on the stored row (``last_error``), keeping its result,
+        its settings hash and the Parquet metadata of the run that made it."""
+        part = self._part(VIDEOS, video_id)
+        old = pq.read_schema(part).metadata or {}
+        row = _read_files([part], self.schemas[VIDEOS])
+        row = row.set_column(
+            row.schema.get_field_index("last_error"),
+            self.schemas[VIDEOS].field("last_error"),
+            pa.array([error.strip().splitlines()[0]] * row.num_rows, pa.string()),
+        )
+        meta = {k: v for k, v in old.items() if k.startswith(b"fervid.")}
+        tmp = self._write_temp(row, part, metadata=meta)
+        commit(tmp, part)
+        fsync_dir(part.parent)
+        self._written += 1
+        self.kept.append(video_id)
+
+    def _back_up(self, key: str) -> dict[str, Path]:
+        """Hard links to ``key``'s current parts (no data copied), by table."""
+        backups: dict[str, Path] = {}
+        for t in TABLES:
+            part = self._part(t, key)
+            if not part.exists():
+                continue
+            backup = _backup_name(part)
+            backup.unlink(missing_ok=True)
+            try:
+                os.link(part, backup)
+            except OSError:  # no hard links here: replace without a safety copy
+                continue
+            backups[t] = backup
+        return backups
+
+    def _restore(self, key: str, backups: dict[str, Path]) -> None:
+        """Put ``key``'s backed-up parts back (the videos part last: it marks it done)."""
+        if VIDEOS not in backups:  # nothing was stored before: leave no half-written video
+            for t in (FRAMES, SEGMENTS):
+                self._part(t, key).unlink(missing_ok=True)
+        for t in (FRAMES, SEGMENTS, VIDEOS):
+            if t in backups:
+                try:
+                    os.replace(backups[t], self._part(t, key))
+                    # a rename onto another link of the same file does nothing: drop it
+                    backups[t].unlink(missing_ok=True)
+                except OSError as e:
+                    log.warning("could not restore %s/%s: %s", t, self._part(t, key).name, e)
 
     def finalize(self) -> dict[str, Path]:
         """File mode: rewrite the three consolidated files from all parts (videos ordered
@@ -281,11 +366,46 @@ class OutputStore:
             for dest in output_paths(self.out).values():
                 for p in dest.parent.glob(f".{glob_escape(dest.name)}.tmp-*"):
                     p.unlink(missing_ok=True)
+        for t in TABLES:  # backups of a run that died while replacing a video
+            for backup in (self.root / t).glob(f".*{PART_SUFFIX}{_BACKUP_SUFFIX}"):
+                key = backup.name[1 : -len(PART_SUFFIX + _BACKUP_SUFFIX)]
+                if not self._part(VIDEOS, key).exists():  # not replaced: put the old one back
+                    os.replace(backup, self._part(t, key))
+                    self._dirty = True
+        for t in TABLES:
+            for backup in (self.root / t).glob(f".*{PART_SUFFIX}{_BACKUP_SUFFIX}"):
+                backup.unlink(missing_ok=True)
         done = self._keys(VIDEOS)
         for t in (FRAMES, SEGMENTS):
             for key in self._keys(t) - done:
                 self._part(t, key).unlink(missing_ok=True)
                 self._dirty = True
+
+    def _quarantine_unreadable(self) -> None:
+        """Move part files whose Parquet footer cannot be read (torn by a crash of another
+        tool, a full disk, a bad copy) to ``.quarantine/<table>/``, with the other parts
+        of the same video, so the video counts as not done and is redone."""
+        bad: dict[str, str] = {}  # key -> why
+        for t in TABLES:
+            for p in _parquet_files(self.root / t):
+                try:
+                    pq.read_metadata(p)
+                except (OSError, pa.ArrowException) as e:
+                    bad.setdefault(p.name[: -len(PART_SUFFIX)], f"{t}/{p.name}: {_one_line(e)}")
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        for key, why in sorted(bad.items()):
+            for t in TABLES:
+                part = self._part(t, key)
+                if part.exists():
+                    dest = self.root / QUARANTINE / t / f"{part.name}.{stamp}"
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(part, dest)
+            self._dirty = True
+            where = (self.root / QUARANTINE).name
+            self.warnings.append(
+                f"damaged result file {why}; moved to {where}/, video {key} will be redone"
+            )
+            log.warning("%s", self.warnings[-1])
 
     def _check_class_names(self) -> None:
         """Refuse to mix tables of models with different classes in one --out."""
@@ -294,7 +414,9 @@ class OutputStore:
             if not files:
                 continue
             names = pq.read_schema(files[0]).names
-            if names != self.schemas[t].names:
+            # Only the class columns must agree: columns added by a later fervid version
+            # read as null from older parts.
+            if _class_names(t, names) != self.class_names:
                 raise ConfigError(
                     f"--out={self.out} holds {t} rows with columns {names}, but this run "
                     f"writes {self.schemas[t].names} (another model's classes?); "
@@ -310,7 +432,9 @@ class OutputStore:
         if self._keys(VIDEOS) or not paths[VIDEOS].exists():
             return
         for t in TABLES:
-            if paths[t].exists() and pq.read_schema(paths[t]).names != self.schemas[t].names:
+            if paths[t].exists() and _class_names(t, pq.read_schema(paths[t]).names) != (
+                self.class_names
+            ):
                 raise ConfigError(
                     f"--out={self.out}: {paths[t].name} has other columns than this run writes "
                     "(another model's classes?); choose another --out"
@@ -358,7 +482,7 @@ class OutputStore:
         t = ds.dataset(files, format="parquet").to_table(columns=cols)
         done: dict[str, str] = {}
         for vid, status, h in zip(*(t.column(c).to_pylist() for c in cols), strict=True):
-            if status == STATUS_OK:
+            if VideoStatus(status).has_result:
                 done[vid] = h
         return done
 
@@ -413,8 +537,11 @@ class OutputStore:
         parts, no part is newer and none was removed by this store."""
         if self._dirty or not all(p.exists() for p in paths.values()):
             return False
-        if pq.read_metadata(paths[VIDEOS]).num_rows != len(self._keys(VIDEOS)):
-            return False  # a part was removed
+        try:
+            if pq.read_metadata(paths[VIDEOS]).num_rows != len(self._keys(VIDEOS)):
+                return False  # a part was removed
+        except (OSError, pa.ArrowException):  # damaged: rewrite it from the parts
+            return False
         oldest = min(p.stat().st_mtime_ns for p in paths.values())
         return all(
             p.stat().st_mtime_ns <= oldest for t in TABLES for p in _parquet_files(self.root / t)
@@ -525,3 +652,12 @@ def _parquet_files(folder: Path) -> list[Path]:
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.glob(f"*{PART_SUFFIX}") if not p.name.startswith("."))
+
+
+def _backup_name(part: Path) -> Path:
+    return part.with_name(f".{part.name}{_BACKUP_SUFFIX}")
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__

@@ -20,7 +20,9 @@ import pyarrow as pa
 from fervid.output.schema import (
     STATUS_FAILED,
     STATUS_OK,
+    STATUS_OK_WITH_WARNINGS,
     STATUS_SKIPPED,
+    VideoStatus,
     frames_schema,
     mean_prob_col,
     prob_col,
@@ -29,10 +31,10 @@ from fervid.output.schema import (
     smooth_col,
     videos_schema,
 )
-from fervid.records import VideoInfo, VideoInput, VideoResult
+from fervid.records import VideoInfo, VideoInput, VideoResult, decode_error_count
 from fervid.timeline.smooth import segment_index_per_row
 
-_STATUSES = (STATUS_OK, STATUS_FAILED, STATUS_SKIPPED)
+_STATUSES = tuple(VideoStatus)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -277,7 +279,9 @@ def video_row_table(
     processing_s: float | None = None,
     processed_at: datetime | None = None,
 ) -> pa.Table:
-    """The one-row videos table of a video processed with status ``ok``.
+    """The one-row videos table of an analysed video: status ``ok``, or
+    ``ok_with_warnings`` when the decoder reported damage (``warnings``, with the count of
+    decode errors in ``decode_errors``).
 
     ``share_<class>``: fraction of face rows whose ``smoothed_label`` is that class (null
     when the video has no face rows). ``processing_s``: when not given, the
@@ -298,8 +302,9 @@ def video_row_table(
     return _video_row(
         ident,
         names,
-        status=STATUS_OK,
+        status=STATUS_OK_WITH_WARNINGS if faces.warnings else STATUS_OK,
         warnings="; ".join(faces.warnings) or None,
+        decode_errors=decode_error_count(faces.warnings),
         size_bytes=faces.video.size_bytes,
         info=info,
         frames_sampled=k,
@@ -366,6 +371,7 @@ def _video_row(
     settings_hash: str,
     error: str | None = None,
     warnings: str | None = None,
+    decode_errors: int | None = None,
     size_bytes: int | None = None,
     info: VideoInfo | None = None,
     frames_sampled: int | None = None,
@@ -386,10 +392,12 @@ def _video_row(
     cols: dict[str, Any] = _identity_columns(ident, 1)
     cols |= {
         "id_pattern_matched": [ident.id_pattern_matched],
-        "status": [status],
+        "status": [VideoStatus(status).value],
         "error": [error],
+        "last_error": [None],
         "duplicate_of": [duplicate_of],
         "warnings": [warnings],
+        "decode_errors": [decode_errors],
         "size_bytes": [size_bytes],
         "duration_s": [info.duration_s if info else None],
         "fps": [info.fps if info else None],
