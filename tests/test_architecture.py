@@ -1,0 +1,190 @@
+"""The import rules the package layout stands for (see each subpackage's docstring).
+
+- ``extract``, ``timeline``, ``output`` and ``longitudinal`` (and the torch-free model
+  spec) import neither torch nor Ray: checked by importing every one of their modules
+  in a fresh interpreter and looking at ``sys.modules``.
+- No module outside ``fervid/engine/`` imports Ray, not even inside a function: checked
+  on the import graph read with :mod:`ast`.
+- ``longitudinal`` reads results only through ``fervid.output``'s public names.
+- The torch-free packages do not import the torch half of ``fervid.model``.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "fervid"
+
+#: Packages whose modules must load without torch and Ray (CPU workers, the driver's
+#: bookkeeping, offline analysis).
+TORCH_FREE_PACKAGES = ("extract", "timeline", "output", "longitudinal")
+#: Single modules with the same promise.
+TORCH_FREE_MODULES = (
+    "fervid.model.spec",
+    "fervid.model.classes",
+    "fervid.settings",
+    "fervid.records",
+    "fervid.errors",
+)
+#: The torch half of fervid.model, which torch-free packages must not import.
+TORCH_MODULES = ("fervid.model.modelfile", "fervid.model.preprocess", "fervid.model.classify")
+
+
+def module_name(path: Path) -> str:
+    rel = path.relative_to(PACKAGE.parent).with_suffix("")
+    parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
+    return ".".join(parts)
+
+
+def modules_of(package: str) -> list[str]:
+    return sorted(module_name(p) for p in (PACKAGE / package).rglob("*.py"))
+
+
+def imports_of(path: Path) -> list[tuple[str, tuple[str, ...], int]]:
+    """Every import in ``path`` (top level and inside functions), as
+    ``(module, names imported from it, line)``; relative imports resolved."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    here = module_name(path).split(".")
+    if path.name != "__init__.py":
+        here = here[:-1]  # the package this module is in
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out += [(a.name, (), node.lineno) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                pkg = here[: len(here) - (node.level - 1)]
+                base = ".".join([*pkg, base] if base else pkg)
+            out.append((base, tuple(a.name for a in node.names), node.lineno))
+    return out
+
+
+def all_sources() -> list[Path]:
+    return sorted(PACKAGE.rglob("*.py"))
+
+
+def _is(module: str, root: str) -> bool:
+    return module == root or module.startswith(root + ".")
+
+
+# --------------------------------------------------------------------------- sys.modules
+def test_torch_free_packages_import_without_torch_or_ray() -> None:
+    modules = [m for p in TORCH_FREE_PACKAGES for m in modules_of(p)] + list(TORCH_FREE_MODULES)
+    code = (
+        "import importlib, json, sys\n"
+        f"mods = {modules!r}\n"
+        "bad = {}\n"
+        "for m in mods:\n"
+        "    importlib.import_module(m)\n"
+        "    for heavy in ('torch', 'ray'):\n"
+        "        if heavy in sys.modules and heavy not in bad:\n"
+        "            bad[heavy] = m\n"
+        "print(json.dumps(bad))\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=PACKAGE.parent,
+    )
+    assert r.returncode == 0, r.stderr
+    first_importer = json.loads(r.stdout.strip().splitlines()[-1])
+    assert first_importer == {}, (
+        f"heavy packages pulled in (package: first module): {first_importer}"
+    )
+
+
+def test_model_header_is_read_without_torch(model_path: Path) -> None:
+    """The driver and the workers learn the model's spec and hash from the JSON header."""
+    code = (
+        "import sys\n"
+        "from fervid.model.spec import read_model_header, resize_faces\n"
+        "import numpy as np\n"
+        f"spec, info, sha = read_model_header({str(model_path)!r})\n"
+        "crops = resize_faces([np.zeros((90, 80, 3), np.uint8)], spec)\n"
+        "assert crops.shape == (1, *spec.crop_shape), crops.shape\n"
+        "print(len(sha), spec.num_classes, 'torch' in sys.modules)\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=PACKAGE.parent,
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["64", "7", "False"]
+
+
+def test_header_spec_and_hash_equal_the_loaded_model(model_path: Path) -> None:
+    from fervid.model.modelfile import load_model
+    from fervid.model.spec import read_model_header
+
+    spec, info, sha = read_model_header(model_path)
+    loaded = load_model(model_path)
+    assert (spec, info, sha) == (loaded.spec, loaded.info, loaded.sha256)
+
+
+# --------------------------------------------------------------------------- import graph
+def test_only_the_engine_imports_ray() -> None:
+    offenders = [
+        f"{p.relative_to(PACKAGE.parent)}:{line} imports {mod}"
+        for p in all_sources()
+        if not _is(module_name(p), "fervid.engine")
+        for mod, _, line in imports_of(p)
+        if _is(mod, "ray")
+    ]
+    assert offenders == []
+
+
+def test_torch_free_packages_do_not_import_the_torch_half_of_model() -> None:
+    offenders = [
+        f"{p.relative_to(PACKAGE.parent)}:{line} imports {mod}"
+        for pkg in TORCH_FREE_PACKAGES
+        for p in sorted((PACKAGE / pkg).rglob("*.py"))
+        for mod, names, line in imports_of(p)
+        if _is(mod, "torch")
+        or any(_is(mod, t) for t in TORCH_MODULES)
+        or (mod == "fervid.model" and set(names) & {t.rsplit(".", 1)[1] for t in TORCH_MODULES})
+    ]
+    assert offenders == []
+
+
+def test_longitudinal_reads_output_through_public_names_only() -> None:
+    offenders = [
+        f"{p.relative_to(PACKAGE.parent)}:{line} imports {mod}.{name}"
+        for p in sorted((PACKAGE / "longitudinal").rglob("*.py"))
+        for mod, names, line in imports_of(p)
+        if _is(mod, "fervid.output")
+        for name in names
+        if name.startswith("_")
+    ]
+    assert offenders == []
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("import ray\n", [("ray", (), 1)]),
+        ("def f():\n    from ray import remote\n", [("ray", ("remote",), 2)]),
+        ("from .store import _x\n", [("fervid.output.store", ("_x",), 1)]),
+        ("from .. import settings\n", [("fervid", ("settings",), 1)]),
+    ],
+)
+def test_import_reader_sees_nested_and_relative_imports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str, expected: list
+) -> None:
+    """The graph reader itself: function-level and relative imports are not missed."""
+    fake = tmp_path / "fervid"
+    (fake / "output").mkdir(parents=True)
+    (fake / "output" / "probe.py").write_text(source)
+    monkeypatch.setattr(sys.modules[__name__], "PACKAGE", fake)
+    assert imports_of(fake / "output" / "probe.py") == expected
