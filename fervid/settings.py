@@ -21,6 +21,22 @@ from fervid.errors import ConfigError
 MIN_CHUNK_SECONDS = 1.0
 
 
+def _check(ok: bool, option: str, value: object, expected: str) -> None:
+    """Raise :class:`ConfigError` naming ``option``, the expected and the actual value."""
+    if not ok:
+        raise ConfigError(f"{option}={value}; expected {expected}")
+
+
+def _real(x: object) -> bool:
+    """A finite int or float (not bool): NaN and inf would pass or fail range checks by
+    accident (every comparison with NaN is false), so each number is checked first."""
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _count(x: object) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
 def check_chunk_seconds(chunk_seconds: float) -> None:
     """Raise :class:`ConfigError` unless ``chunk_seconds`` is 0 (off) or at least
     ``MIN_CHUNK_SECONDS``."""
@@ -76,11 +92,18 @@ class SampleSettings:
 
     def __post_init__(self) -> None:
         if (self.fps is None) == (self.every_n is None):
-            raise ConfigError("give exactly one of --fps or --every-n")
-        if self.fps is not None and not self.fps > 0:
-            raise ConfigError(f"--fps={self.fps}; expected a positive number of frames per second")
-        if self.every_n is not None and self.every_n < 1:
-            raise ConfigError(f"--every-n={self.every_n}; expected an integer >= 1")
+            raise ConfigError(
+                f"--fps={self.fps} with --every-n={self.every_n}; expected exactly one of "
+                "--fps or --every-n"
+            )
+        if self.fps is not None:
+            _check(_real(self.fps) and self.fps > 0, "--fps", self.fps,
+                   "a positive, finite number of frames per second")  # fmt: skip
+        if self.every_n is not None:
+            _check(_count(self.every_n) and self.every_n >= 1, "--every-n", self.every_n,
+                   "an integer >= 1")  # fmt: skip
+        _check(_count(self.max_side) and self.max_side >= 1, "max_side", self.max_side,
+               "an integer >= 1 pixel")  # fmt: skip
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -121,8 +144,10 @@ class ClassifySettings:
     batch_size: int = 64
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise ConfigError(f"--batch-size={self.batch_size}; expected >= 1")
+        _check(isinstance(self.device, Device), "--device", repr(self.device),
+               f"one of {[d.value for d in Device]}")  # fmt: skip
+        _check(_count(self.batch_size) and self.batch_size >= 1, "--batch-size", self.batch_size,
+               "an integer >= 1")  # fmt: skip
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -132,6 +157,15 @@ class TrackSettings:
     min_iou: float = 0.3
     max_center_dist: float = 0.5  # in units of the box's diagonal
     max_gap_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        _check(_real(self.min_iou) and 0 <= self.min_iou <= 1, "min_iou", self.min_iou,
+               "a value in [0, 1]")  # fmt: skip
+        _check(_real(self.max_center_dist) and self.max_center_dist >= 0, "max_center_dist",
+               self.max_center_dist, "a finite number >= 0 (box diagonals)")  # fmt: skip
+        # > 0, not >= 0: segments split at gaps longer than this, and 0 would split everywhere.
+        _check(_real(self.max_gap_s) and self.max_gap_s > 0, "--max-gap-seconds",
+               self.max_gap_s, "a positive, finite number of seconds (default 2)")  # fmt: skip
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -148,10 +182,15 @@ class SmoothSettings:
     hysteresis: float = 0.1
 
     def __post_init__(self) -> None:
-        if self.seconds < 0:
-            raise ConfigError(f"--smoothing-seconds={self.seconds}; expected >= 0")
-        if self.min_segment_s < 0:
-            raise ConfigError(f"--min-segment-seconds={self.min_segment_s}; expected >= 0")
+        _check(isinstance(self.method, Smoothing), "--smoothing", repr(self.method),
+               f"one of {[m.value for m in Smoothing]}")  # fmt: skip
+        _check(_real(self.seconds) and self.seconds >= 0, "--smoothing-seconds", self.seconds,
+               "a finite number of seconds >= 0 (0: no smoothing)")  # fmt: skip
+        _check(_real(self.min_segment_s) and self.min_segment_s >= 0, "--min-segment-seconds",
+               self.min_segment_s, "a finite number of seconds >= 0")  # fmt: skip
+        # Probabilities differ by at most 1: a hysteresis of 1 or more would never switch.
+        _check(_real(self.hysteresis) and 0 <= self.hysteresis < 1, "--hysteresis",
+               self.hysteresis, "a probability margin in [0, 1)")  # fmt: skip
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -179,6 +218,10 @@ class RunSettings:
 
     def __post_init__(self) -> None:
         check_chunk_seconds(self.chunk_seconds)  # a bad value fails the run before any video
+        if self.workers is not None and (isinstance(self.workers, bool) or self.workers < 1):
+            raise ConfigError(
+                f"--workers={self.workers}; expected an integer >= 1 (default: all cores)"
+            )
 
     def tunables(self) -> dict[str, Any]:
         """The settings that change results (and so enter the settings hash)."""

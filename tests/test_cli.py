@@ -392,6 +392,31 @@ USAGE_ERRORS = {
         "--id-pattern='{subject'",
     ),
     "tiny chunks": (lambda t, g: [g], lambda t: ["--chunk-seconds", 0.5], "--chunk-seconds=0.5"),
+    # Every tunable is checked in its settings class, NaN and inf included, so a bad value
+    # is a usage error before any video instead of a failure inside every video.
+    **{
+        f"{flag} {value}": (lambda t, g: [g], lambda t, f=flag, v=value: [f, v], phrase)
+        for flag, value, phrase in [
+            ("--fps", "nan", "--fps=nan; expected a positive, finite"),
+            ("--fps", "inf", "--fps=inf"),
+            ("--det-threshold", "nan", "--det-threshold=nan"),
+            ("--min-face", 0, "--min-face=0"),
+            ("--smoothing-seconds", "nan", "--smoothing-seconds=nan"),
+            ("--smoothing-seconds", "inf", "--smoothing-seconds=inf"),
+            ("--min-segment-seconds", -1, "--min-segment-seconds=-1.0"),
+            ("--min-segment-seconds", "nan", "--min-segment-seconds=nan"),
+            ("--hysteresis", -0.1, "--hysteresis=-0.1"),
+            ("--hysteresis", 1, "--hysteresis=1.0; expected a probability margin"),
+            ("--hysteresis", "nan", "--hysteresis=nan"),
+            ("--max-gap-seconds", 0, "--max-gap-seconds=0.0; expected a positive"),
+            ("--max-gap-seconds", "inf", "--max-gap-seconds=inf"),
+            ("--max-gap-seconds", "nan", "--max-gap-seconds=nan"),
+            ("--workers", -1, "--workers=-1"),
+            ("--workers", 0, "--workers=0"),
+            ("--chunk-seconds", "inf", "--chunk-seconds=inf"),
+            ("--chunk-seconds", "nan", "--chunk-seconds=nan"),
+        ]
+    },
 }
 
 

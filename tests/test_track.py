@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
+from fervid.errors import ConfigError
 from fervid.extract.detect import FaceDetector
 from fervid.records import Detections
 from fervid.sample_data import fetch_samples
@@ -145,16 +146,17 @@ def test_time_must_not_go_back() -> None:
 
 
 @pytest.mark.parametrize(
-    ("settings", "match"),
+    ("kwargs", "match"),
     [
-        (TrackSettings(min_iou=1.5), "min_iou"),
-        (TrackSettings(max_center_dist=-1), "max_center_dist"),
-        (TrackSettings(max_gap_s=-1), "max_gap_s"),
+        ({"min_iou": 1.5}, "min_iou"),
+        ({"max_center_dist": -1}, "max_center_dist"),
+        ({"max_gap_s": -1}, "--max-gap-seconds"),
     ],
 )
-def test_bad_settings(settings: TrackSettings, match: str) -> None:
-    with pytest.raises(ValueError, match=match):
-        FaceTracker(settings=settings)
+def test_bad_settings(kwargs: dict, match: str) -> None:
+    # refused when the settings are built, before any video (tests/test_settings.py)
+    with pytest.raises(ConfigError, match=match):
+        TrackSettings(**kwargs)
 
 
 def rows_of(frames: list[list[list[float]]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
