@@ -7,6 +7,7 @@ Set up once (model load, device, threads) in ``__init__``, applied to many batch
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -26,6 +27,59 @@ def resolve_device(device: Device) -> torch.device:
             "--device cuda was asked for but no CUDA GPU is visible; use --device auto or cpu"
         )
     return torch.device(device.value)
+
+
+@torch.inference_mode()
+def predict_logits(
+    network: torch.nn.Module,
+    images: np.ndarray,
+    spec: ModelSpec,
+    *,
+    batch_size: int,
+    device: torch.device | None = None,
+    tta_flip: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> np.ndarray:
+    """The one inference function: uint8 model-size faces (N, S, S) or (N, S, S, 3) ->
+    raw logits float32 (V, N, C), V = 2 with ``tta_flip`` (index 1: mirrored faces).
+
+    The pipeline's classifier, ``fervid evaluate`` and training's validation all call
+    this, so the model card's numbers describe what ``fervid process`` computes.
+    On CUDA: fp16 autocast and channels-last; on the CPU: fp32.
+    """
+    device = device or next(network.parameters()).device
+    s = spec.input_size
+    if len(images) and images.shape[1:3] != (s, s):
+        raise ModelError(f"crops are {images.shape[1:3]} but the model expects {s}x{s}")
+    network.eval()
+    cuda = device.type == "cuda"
+    views = 2 if tta_flip else 1
+    out = np.zeros((views, len(images), spec.num_classes), np.float32)
+    for b0 in range(0, len(images), batch_size):
+        x = normalize(torch.from_numpy(np.ascontiguousarray(images[b0 : b0 + batch_size])), spec)
+        x = x.to(device, non_blocking=cuda)
+        if cuda:
+            x = x.contiguous(memory_format=torch.channels_last)
+        amp = torch.autocast("cuda", dtype=torch.float16) if cuda else contextlib.nullcontext()
+        try:
+            with amp:
+                out[0, b0 : b0 + len(x)] = network(x).float().cpu().numpy()
+                if tta_flip:
+                    flipped = network(torch.flip(x, dims=[3]))
+                    out[1, b0 : b0 + len(x)] = flipped.float().cpu().numpy()
+        except torch.OutOfMemoryError:
+            raise ModelError(
+                f"the GPU ran out of memory at batch size {batch_size}; lower --batch-size"
+            ) from None
+        if progress is not None:
+            progress(min(b0 + batch_size, len(images)), len(images))
+    return out
+
+
+def calibrated_probs(logits: np.ndarray, temperature: float) -> np.ndarray:
+    """Mean over views of softmax(logits / T): (V, N, C) -> float64 (N, C)."""
+    z = torch.from_numpy(logits).double() / temperature
+    return torch.softmax(z, dim=-1).mean(0).numpy()
 
 
 class EmotionClassifier:
@@ -66,28 +120,8 @@ class EmotionClassifier:
     def __call__(self, crops: np.ndarray) -> np.ndarray:
         """uint8 crops (n, S, S) or (n, S, S, 3) from :func:`fervid.extract.crop.crop_faces` ->
         float32 probabilities (n, C), temperature-scaled, rows summing to 1."""
-        s = self.spec.input_size
-        if len(crops) and crops.shape[1:3] != (s, s):
-            raise ModelError(f"crops are {crops.shape[1:3]} but the model expects {s}x{s}")
-        out = np.zeros((len(crops), self.spec.num_classes), np.float32)
-        bs = self.settings.batch_size
-        for b0 in range(0, len(crops), bs):
-            out[b0 : b0 + bs] = self._batch(crops[b0 : b0 + bs])
-        return out
-
-    @torch.inference_mode()
-    def _batch(self, crops: np.ndarray) -> np.ndarray:
-        x = normalize(torch.from_numpy(np.ascontiguousarray(crops)), self.spec)
-        cuda = self.device.type == "cuda"
-        if cuda:
-            x = x.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        amp = torch.autocast("cuda", dtype=torch.float16) if cuda else contextlib.nullcontext()
-        try:
-            with amp:
-                logits = self.model.network(x)
-        except torch.OutOfMemoryError:
-            raise ModelError(
-                f"the GPU ran out of memory at --batch-size {self.settings.batch_size}; lower --batch-size"
-            ) from None
-        probs = torch.softmax(logits.float() / self.spec.temperature, dim=1)
-        return probs.cpu().numpy()
+        logits = predict_logits(
+            self.model.network, crops, self.spec,
+            batch_size=self.settings.batch_size, device=self.device,
+        )  # fmt: skip
+        return calibrated_probs(logits, self.spec.temperature).astype(np.float32)

@@ -24,8 +24,9 @@ import numpy as np
 import torch
 
 from fervid.errors import ConfigError, DataError, ModelError
-from fervid.model.modelfile import ModelSpec, load_model
-from fervid.model.preprocess import normalize, resize_faces, to_model_input
+from fervid.model.classify import calibrated_probs, predict_logits
+from fervid.model.modelfile import load_model
+from fervid.model.preprocess import resize_faces, to_model_input
 from fervid.training.data import FerPlusMode, load_dataset
 from fervid.training.figures import (
     plot_confusion,
@@ -33,7 +34,7 @@ from fervid.training.figures import (
     plot_roc,
     plot_training_curves,
 )
-from fervid.training.metrics import MetricSet, compute_metrics, one_vs_rest_roc, softmax
+from fervid.training.metrics import MetricSet, compute_metrics, one_vs_rest_roc
 
 REPORT_JSON = "report.json"
 CONFUSION_PNG = "confusion.png"
@@ -161,35 +162,9 @@ def _finite(x: Any) -> Any:
     return x
 
 
-@torch.inference_mode()
-def predict_logits(
-    network: torch.nn.Module,
-    images: np.ndarray,
-    spec: ModelSpec,
-    *,
-    batch_size: int,
-    tta_flip: bool = False,
-    progress: ProgressHook | None = None,
-) -> np.ndarray:
-    """Logits float32 (V, N, C) of uint8 model-size images (N, S, S) or (N, S, S, 3).
-
-    V = 1, or 2 with ``tta_flip`` (index 1 = the horizontally mirrored images).
-    """
-    views = 2 if tta_flip else 1
-    out = np.zeros((views, len(images), spec.num_classes), np.float32)
-    for b0 in range(0, len(images), batch_size):
-        x = normalize(torch.from_numpy(np.ascontiguousarray(images[b0 : b0 + batch_size])), spec)
-        out[0, b0 : b0 + len(x)] = network(x).float().numpy()
-        if tta_flip:
-            out[1, b0 : b0 + len(x)] = network(torch.flip(x, dims=[3])).float().numpy()
-        if progress is not None:
-            progress(min(b0 + batch_size, len(images)), len(images))
-    return out
-
-
 def view_probs(logits: np.ndarray, temperature: float) -> np.ndarray:
     """Mean over views of softmax(logits / T): (V, N, C) -> float64 (N, C)."""
-    return softmax(logits, temperature).mean(axis=0)
+    return calibrated_probs(logits, temperature)
 
 
 def evaluate_model(

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fervid.errors import ConfigError, DataError
+from fervid.model import classify
 from fervid.model.modelfile import EMOTIONS, ModelSpec, build_network, save_model
 from fervid.model.preprocess import resize_faces, standardize
 from fervid.training.augment import augment
@@ -227,17 +228,11 @@ def train_one_epoch(
     return step, float(np.mean(losses)) if losses else float("nan")
 
 
-@torch.no_grad()
 def predict_logits(
     model: nn.Module, ds: ImageSet, spec: ModelSpec, device: torch.device, batch: int = 256
 ) -> np.ndarray:
-    """Logits (N, C) for an evaluation set (no augmentation)."""
-    model.eval()
-    out = []
-    for b0 in range(0, len(ds), batch):
-        x = standardize(batch_tensor(ds.images[b0 : b0 + batch], spec), spec).to(device)
-        out.append(model(x.contiguous(memory_format=torch.channels_last)).float().cpu())
-    return torch.cat(out).numpy() if out else np.zeros((0, spec.num_classes), np.float32)
+    """Logits (N, C) for an evaluation set, through the pipeline's inference function."""
+    return classify.predict_logits(model, ds.images, spec, batch_size=batch, device=device)[0]
 
 
 def evaluate(
