@@ -1,8 +1,11 @@
-"""Training-data loaders (folder layout, FER+ votes) and recipe parsing, on the shared data."""
+"""Training-data loaders (folder layout, FER+ votes) and recipe parsing.
+
+The loaders run on tiny generated folders in both layouts (FER-2013 Kaggle class folders,
+FER+ ``label.csv``), so they run on a fresh clone; only the checks of the real splits
+(counts, hand-read rows, recipe sources) need the shared data (``data_root``)."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import cv2
@@ -75,61 +78,95 @@ def test_match_class_by_synonyms(folder: str, expected: str | None) -> None:
     assert match_class(folder) == expected
 
 
+# ----------------------------------------------------------------------------- tiny layouts
+def face(seed: int, size: int = 48) -> np.ndarray:
+    """A distinct, deterministic uint8 (size, size) "face" (smooth noise, so JPEG keeps it)."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (6, 6), dtype=np.uint8)
+    return cv2.resize(small, (size, size), interpolation=cv2.INTER_CUBIC)
+
+
+def make_fer2013_folder(root: Path, per_class: dict[str, int], *, suffix: str = ".jpg") -> Path:
+    """FER-2013 as Kaggle ships it: ``root/<class folder>/<n>.jpg``, 48x48 gray."""
+    seed = 0
+    for folder, n in per_class.items():
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            cv2.imwrite(str(root / folder / f"im{i:04d}{suffix}"), face(seed))
+            seed += 1
+    return root
+
+
+#: A FER+ split, row by row: (image name, the 10 votes in FERPLUS_COLUMNS order, image on disk).
+FERPLUS_ROWS = [
+    ("fer0000001.png", votes(happiness=10), True),  # happy
+    ("fer0000002.png", votes(contempt=6, disgust=2, neutral=1, sadness=1), True),  # contempt wins
+    ("fer0000003.png", votes(neutral=4, contempt=4, anger=1, unknown=1), True),  # tie -> neutral
+    ("fer0000004.png", votes(sadness=7, fear=3), True),  # sad
+    ("fer0000005.png", votes(surprise=6, fear=4), False),  # listed, image missing
+    ("fer0000006.png", votes(NF=10), True),  # not a face
+    ("fer0000007.png", votes(anger=5, disgust=5), True),  # tie -> anger (file order)
+]
+
+
+def make_ferplus_split(root: Path, rows: list = FERPLUS_ROWS) -> Path:
+    """A FER+ split folder: the images beside ``label.csv`` (name, box, 10 vote columns)."""
+    root.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for i, (name, v, on_disk) in enumerate(rows):
+        if on_disk:
+            cv2.imwrite(str(root / name), face(100 + i))
+        lines.append(",".join([name, '"(0, 0, 48, 48)"', *map(str, v.tolist())]))
+    (root / "label.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
 # ----------------------------------------------------------------------------- folder layout
-def test_folder_layout_matches_synonyms_and_skips_contempt(tmp_path: Path, data_root: Path) -> None:
-    val = data_root / "fer2013" / "val"
-    plan = {"anger": ("angry", 3), "happiness": ("happy", 2), "contempt": ("sad", 4)}
-    copied: dict[str, list[str]] = {}
-    for folder, (source_class, n) in plan.items():
-        (tmp_path / folder).mkdir()
-        files = sorted((val / source_class).iterdir())[:n]
-        for f in files:
-            shutil.copy(f, tmp_path / folder / f.name)
-        copied[folder] = [f.name for f in files]
+def test_folder_layout_matches_synonyms_and_skips_contempt(tmp_path: Path) -> None:
+    make_fer2013_folder(tmp_path, {"anger": 3, "happiness": 2, "contempt": 4})
     (tmp_path / "anger" / "notes.txt").write_text("not an image")
 
     ds = load_folder(tmp_path)
 
     assert len(ds) == 5  # 3 anger + 2 happiness; contempt and the .txt file skipped
-    assert ds.names == tuple(f"anger/{n}" for n in copied["anger"]) + tuple(
-        f"happiness/{n}" for n in copied["happiness"]
+    assert ds.names == tuple(f"anger/im{i:04d}.jpg" for i in range(3)) + tuple(
+        f"happiness/im{i:04d}.jpg" for i in range(2)
     )
     assert [EMOTIONS[i] for i in ds.labels] == ["angry"] * 3 + ["happy"] * 2
     assert ds.images.shape == (5, 48, 48) and ds.images.dtype == np.uint8
-    first = cv2.imread(str(tmp_path / "anger" / copied["anger"][0]), cv2.IMREAD_GRAYSCALE)
+    first = cv2.imread(str(tmp_path / "anger" / "im0000.jpg"), cv2.IMREAD_GRAYSCALE)
     np.testing.assert_array_equal(ds.images[0], first)
     np.testing.assert_array_equal(ds.targets.sum(1), np.ones(5, np.float32))
 
 
-def test_folder_layout_resizes_to_common_size(tmp_path: Path, data_root: Path) -> None:
-    src = sorted((data_root / "fer2013" / "val" / "fear").iterdir())[0]
+def test_folder_layout_resizes_to_common_size(tmp_path: Path) -> None:
     (tmp_path / "fear").mkdir()
-    img = cv2.imread(str(src), cv2.IMREAD_GRAYSCALE)
-    cv2.imwrite(str(tmp_path / "fear" / "big.png"), cv2.resize(img, (96, 96)))
-    shutil.copy(src, tmp_path / "fear" / "small.jpg")
+    cv2.imwrite(str(tmp_path / "fear" / "big.png"), face(1, size=96))
+    cv2.imwrite(str(tmp_path / "fear" / "small.jpg"), face(2))
     assert load_folder(tmp_path).images.shape == (2, 48, 48)
     assert load_folder(tmp_path, size=64).images.shape == (2, 64, 64)
 
 
-def test_fer2013_val_limit_per_class_takes_first_files_by_name(data_root: Path) -> None:
-    val = data_root / "fer2013" / "val"
+def test_limit_per_class_takes_first_files_by_name(tmp_path: Path) -> None:
+    val = make_fer2013_folder(tmp_path / "val", dict.fromkeys(EMOTIONS, 6), suffix=".png")
     ds = load_folder(val, limit_per_class=5)
     assert len(ds) == 35
     np.testing.assert_array_equal(ds.targets.sum(0), np.full(7, 5.0))
-    expected = [f"{c}/{f.name}" for c in EMOTIONS for f in sorted((val / c).iterdir())[:5]]
-    assert list(ds.names) == expected
+    assert list(ds.names) == [f"{c}/im{i:04d}.png" for c in EMOTIONS for i in range(5)]
     assert ds.source == str(val)
+    np.testing.assert_array_equal(ds.images[5], face(6))  # png: pixels exactly as written
 
 
 def test_fer2013_val_class_counts(data_root: Path) -> None:
+    """The real validation split as the shared data's README describes it."""
     ds = load_dataset(data_root / "fer2013" / "val")
     counts = dict(zip(EMOTIONS, ds.targets.sum(0).astype(int).tolist(), strict=True))
     assert counts == FER2013_VAL_COUNTS
     assert ds.images.shape == (3589, 48, 48)
 
 
-def test_subset_keeps_rows_together(data_root: Path) -> None:
-    ds = load_folder(data_root / "fer2013" / "val", limit_per_class=2)
+def test_subset_keeps_rows_together(tmp_path: Path) -> None:
+    ds = load_folder(make_fer2013_folder(tmp_path, dict.fromkeys(EMOTIONS, 2)))
     sub = ds.subset(np.array([13, 0]))
     assert sub.names == (ds.names[13], ds.names[0])
     np.testing.assert_array_equal(sub.images, ds.images[[13, 0]])
@@ -248,15 +285,24 @@ def test_load_ferplus_valid_majority(data_root: Path) -> None:
     )
 
 
-def test_load_ferplus_valid_soft(data_root: Path) -> None:
-    ds = load_dataset(
-        data_root / "ferplus" / "FER2013Valid", ferplus_mode=FerPlusMode.SOFT, limit=200
-    )
-    assert len(ds) == 200
-    assert ds.names[:2] == ("fer0028638.png", "fer0028639.png")  # contempt rows stay in soft mode
+def test_load_ferplus_split_majority(tmp_path: Path) -> None:
+    split = make_ferplus_split(tmp_path / "FER2013Valid")
+    ds = load_dataset(split)
+    # contempt-won and NF rows dropped, the row without an image skipped, ties by file order
+    assert ds.names == ("fer0000001.png", "fer0000003.png", "fer0000004.png", "fer0000007.png")
+    assert [EMOTIONS[i] for i in ds.labels] == ["happy", "neutral", "sad", "angry"]
+    assert set(np.unique(ds.targets)) == {0.0, 1.0}
+    np.testing.assert_array_equal(ds.images[1], face(102))
+    assert load_ferplus(split, limit=2).names == ds.names[:2]
+
+
+def test_load_ferplus_split_soft(tmp_path: Path) -> None:
+    ds = load_dataset(make_ferplus_split(tmp_path / "s"), ferplus_mode=FerPlusMode.SOFT)
+    # contempt-won rows stay in soft mode (their emotion votes count); NF-only rows do not
+    assert ds.names == tuple(n for n, _, on in FERPLUS_ROWS if on and n != "fer0000006.png")
     np.testing.assert_allclose(ds.targets.sum(1), 1.0, rtol=1e-6)
     np.testing.assert_allclose(ds.targets[1][[1, 4, 5]], [0.5, 0.25, 0.25])  # disgust, neutral, sad
-    assert (ds.targets > 0).sum(1).max() > 1  # real distributions, not one-hot
+    np.testing.assert_allclose(ds.targets[4][[0, 1]], [0.5, 0.5])  # angry, disgust
 
 
 # ----------------------------------------------------------------------------- bad layouts
