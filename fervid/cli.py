@@ -1,12 +1,14 @@
 """Command-line interface: thin wrappers that build settings and call the library.
 
 Exit codes: 0 everything succeeded; 2 usage error (bad option, missing path, no
-videos, unusable model); 3 the run finished but some videos failed (listed in the
-summary and in the videos table).
+videos, unusable model, Ray cluster unreachable); 3 the run finished but some videos
+failed (listed in the summary and in the videos table); 130 / 143 stopped by Ctrl-C /
+SIGTERM after writing everything finished (a rerun resumes).
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -18,6 +20,10 @@ from rich.markup import escape
 from fervid.errors import FervidError
 
 EXIT_OK, EXIT_USAGE, EXIT_FAILED_VIDEOS = 0, 2, 3
+#: The results could not be written (read-only or full disk, I/O error): nothing about the
+#: videos is wrong; what was written before stays readable and a rerun continues.
+EXIT_OUTPUT = 4
+EXIT_SIGINT, EXIT_SIGTERM = 130, 143  # 128 + signal number, as shells report them
 
 app = typer.Typer(
     name="fervid",
@@ -34,6 +40,47 @@ def _fail(e: FervidError) -> typer.Exit:
     # which rich would otherwise read as markup.
     console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
     return typer.Exit(EXIT_USAGE)
+
+
+def _fail_io(e: OSError, out: Path) -> typer.Exit:
+    """One line for an I/O error on the output, from the first error of a chain (a full
+    disk fails the write, then the cleanup after it)."""
+    import errno
+
+    first = e
+    while isinstance(first.__context__, OSError):
+        first = first.__context__
+    why = first.strerror or str(first) or type(first).__name__
+    if first.errno in (errno.ENOSPC, errno.EDQUOT):
+        fix = "free some space or choose another --out"
+    elif first.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        fix = "make it writable or choose another --out"
+    else:
+        fix = "check the disk, or choose another --out"
+    console.print(
+        f"[bold red]error:[/] cannot write the results to --out={escape(str(out))}: "
+        f"{escape(why)}; {fix} (what was written before is kept; a rerun continues)",
+        highlight=False,
+        soft_wrap=True,
+    )
+    return typer.Exit(EXIT_OUTPUT)
+
+
+def _show_library_warnings() -> None:
+    """fervid's logged warnings (e.g. a damaged result file set aside) as one line each."""
+    import logging
+
+    class _Line(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            msg = escape(record.getMessage())
+            console.print(f"[yellow]warning:[/] {msg}", highlight=False, soft_wrap=True)
+
+    logger = logging.getLogger("fervid")
+    if not any(h.name == "fervid-cli" for h in logger.handlers):  # once per process
+        handler = _Line(logging.WARNING)
+        handler.name = "fervid-cli"
+        logger.addHandler(handler)
+        logger.propagate = False
 
 
 @app.command()
@@ -73,9 +120,24 @@ def process(
     batch_size: Annotated[
         int, typer.Option("--batch-size", help="Faces per classifier batch.")
     ] = 64,
+    detector: Annotated[
+        str,
+        typer.Option(help="Face detector: yunet (5 landmarks, OpenCV 4.8+/5) | res10 (OpenCV 4)."),
+    ] = "yunet",
     det_threshold: Annotated[
         float, typer.Option("--det-threshold", help="Face detector score threshold (0-1).")
     ] = 0.6,
+    det_nms: Annotated[
+        float, typer.Option("--det-nms", help="Boxes overlapping more than this IoU are one face.")
+    ] = 0.3,
+    det_long_side: Annotated[
+        int,
+        typer.Option("--det-long-side", help="YuNet sees frames scaled to this longer side (px)."),
+    ] = 320,
+    align: Annotated[
+        str,
+        typer.Option(help="on: warp faces onto the FER landmark template; off: square box crop."),
+    ] = "on",
     min_face: Annotated[
         int, typer.Option("--min-face", help="Ignore faces smaller than this many pixels.")
     ] = 40,
@@ -102,7 +164,18 @@ def process(
         int | None, typer.Option(help="Parallel video workers (default: all cores).")
     ] = None,
     ray_address: Annotated[
-        str | None, typer.Option("--ray-address", help="Attach to an existing Ray cluster.")
+        str | None,
+        typer.Option(
+            "--ray-address", help="Attach to a running Ray cluster (host:port of its GCS)."
+        ),
+    ] = None,
+    executor: Annotated[
+        str,
+        typer.Option(help="auto (in-process up to 2 minutes of video, Ray above) | local | ray."),
+    ] = "auto",
+    gpus: Annotated[
+        int | None,
+        typer.Option(help="Classifier actors, one per GPU (default: every GPU; 0: CPU)."),
     ] = None,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Redo videos already in the output.")
@@ -121,14 +194,24 @@ def process(
             help="Also write the face crops the model saw, as PNG, under this folder.",
         ),
     ] = None,
+    keep_empty_frames: Annotated[
+        bool,
+        typer.Option(
+            "--keep-empty-frames",
+            help="Also write a frames row (face_found false) for sampled frames without a face.",
+        ),
+    ] = False,
     local: Annotated[
         bool, typer.Option("--local", hidden=True, help="Run in-process without Ray (debugging).")
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    json_summary: Annotated[
+        bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")
+    ] = False,
 ) -> None:
     """Analyse videos and write per-frame, per-segment and per-video emotion tables."""
     from fervid import settings as s
-    from fervid.engine.runner import LocalExecutor, run
+    from fervid.engine.runner import RunInterrupted, run
 
     try:
         settings = s.RunSettings(
@@ -143,8 +226,14 @@ def process(
             sample=s.SampleSettings(
                 fps=fps if fps is not None or every_n is not None else 2.0, every_n=every_n
             ),
-            detect=s.DetectSettings(score_threshold=det_threshold, min_face_px=min_face),
-            crop=s.CropSettings(margin=margin),
+            detect=s.DetectSettings(
+                detector=_enum(s.Detector, detector, "--detector"),
+                score_threshold=det_threshold,
+                min_face_px=min_face,
+                nms_iou=det_nms,
+                long_side=det_long_side,
+            ),
+            crop=s.CropSettings(margin=margin, align=_on_off(align, "--align")),
             classify=s.ClassifySettings(
                 model_path=model, device=_enum(s.Device, device, "--device"), batch_size=batch_size
             ),
@@ -158,8 +247,13 @@ def process(
             overwrite=overwrite,
             workers=workers,
             ray_address=ray_address,
+            executor=(
+                s.ExecutorKind.LOCAL if local else _enum(s.ExecutorKind, executor, "--executor")
+            ),
+            gpus=gpus,
             chunk_seconds=chunk_seconds,
             save_crops=save_crops,
+            keep_empty_frames=keep_empty_frames,
         )
     except FervidError as e:
         raise _fail(e) from None
@@ -167,16 +261,23 @@ def process(
     from fervid.engine.progress import RichHooks, print_summary
 
     hooks = RichHooks(console, enabled=not quiet)
+    _show_library_warnings()
     try:
         with hooks:
-            summary = run(
-                settings,
-                hooks=hooks,
-                executor_factory=(lambda st, sp, c: LocalExecutor(st, sp, c)) if local else None,
-            )
+            summary = run(settings, hooks=hooks)
     except FervidError as e:
         raise _fail(e) from None
+    except OSError as e:  # the output's disk: read-only, full, failing
+        raise _fail_io(e, out) from None
+    except RunInterrupted as e:  # everything finished is on disk; a rerun resumes
+        print_summary(console, e.summary)
+        console.print(e.message, highlight=False, soft_wrap=True)
+        if json_summary:
+            typer.echo(json.dumps(e.summary.to_json()))
+        raise typer.Exit(EXIT_SIGTERM if e.signal_name == "SIGTERM" else EXIT_SIGINT) from None
     print_summary(console, summary)
+    if json_summary:
+        typer.echo(json.dumps(summary.to_json()))
     raise typer.Exit(EXIT_FAILED_VIDEOS if summary.failed else EXIT_OK)
 
 
@@ -187,6 +288,14 @@ def _enum(cls: type, value: str, option: str):
         return cls(value)
     except ValueError:
         raise ConfigError(f"{option}={value!r}; expected one of {[m.value for m in cls]}") from None
+
+
+def _on_off(value: str, option: str) -> bool:
+    from fervid.errors import ConfigError
+
+    if value.lower() not in ("on", "off"):
+        raise ConfigError(f"{option}={value!r}; expected on or off")
+    return value.lower() == "on"
 
 
 @app.command("fetch-samples")
@@ -272,6 +381,14 @@ def evaluate(
     limit: Annotated[
         int | None, typer.Option(help="Evaluate only this many images (quick look).")
     ] = None,
+    detect: Annotated[
+        bool,
+        typer.Option(
+            "--detect",
+            help="Full photos: run the pipeline's face detector and cropper first (one face "
+            "per image; images without a face are counted and reported, not scored).",
+        ),
+    ] = False,
 ) -> None:
     """Accuracy, per-class precision/recall/F1, macro-F1, confusion, ROC AUC and calibration."""
     from fervid.training.data import FerPlusMode
@@ -280,7 +397,7 @@ def evaluate(
     try:
         report = evaluate_model(
             model, data, ferplus_mode=_enum(FerPlusMode, ferplus_mode, "--ferplus-mode"),
-            tta_flip=tta, out_dir=out, limit=limit,
+            tta_flip=tta, out_dir=out, limit=limit, detect=detect,
         )  # fmt: skip
     except FervidError as e:
         raise _fail(e) from None

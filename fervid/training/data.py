@@ -117,6 +117,31 @@ def _stack(images: list[np.ndarray], size: int | None) -> np.ndarray:
     )
 
 
+def list_folder(
+    root: Path, class_names: tuple[str, ...] = EMOTIONS, limit_per_class: int | None = None
+) -> list[tuple[Path, int]]:
+    """``(image path, class index)`` for ``<root>/<class>/*.{jpg,png,...}``, sorted; class
+    folders are matched by synonyms and folders that match no class (e.g. ``contempt``)
+    are skipped. Raises :class:`DataError` if no class folder matches."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"data folder {root} does not exist")
+    out: list[tuple[Path, int]] = []
+    matched = False
+    for sub in sorted(p for p in root.iterdir() if p.is_dir()):
+        cls = match_class(sub.name, class_names)
+        if cls is None:
+            continue
+        matched = True
+        files = sorted(p for p in sub.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        out += [(f, class_names.index(cls)) for f in files[:limit_per_class]]
+    if not matched:
+        raise DataError(
+            f"{root} has no class folders named like {list(class_names)}; expected <root>/<class>/*.jpg"
+        )
+    return out
+
+
 def load_folder(
     root: Path,
     *,
@@ -124,40 +149,16 @@ def load_folder(
     size: int | None = 48,
     limit_per_class: int | None = None,
 ) -> ImageSet:
-    """Load ``<root>/<class>/*.{jpg,png,...}``; class folders are matched by synonyms.
-
-    Folders that match no class (e.g. ``contempt``) are skipped. Images are resized to
-    ``size`` x ``size`` when they differ. Raises :class:`DataError` if no class folder matches.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"data folder {root} does not exist")
-    images: list[np.ndarray] = []
-    labels: list[int] = []
-    names: list[str] = []
-    matched = []
-    for sub in sorted(p for p in root.iterdir() if p.is_dir()):
-        cls = match_class(sub.name, class_names)
-        if cls is None:
-            continue
-        matched.append(sub.name)
-        files = sorted(p for p in sub.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if limit_per_class is not None:
-            files = files[:limit_per_class]
-        for f in files:
-            images.append(_read_gray(f))
-            labels.append(class_names.index(cls))
-            names.append(f"{sub.name}/{f.name}")
-    if not matched:
-        raise DataError(
-            f"{root} has no class folders named like {list(class_names)}; expected <root>/<class>/*.jpg"
-        )
+    """Load ``<root>/<class>/*.{jpg,png,...}`` in grayscale (see :func:`list_folder`);
+    images are resized to ``size`` x ``size`` when they differ."""
+    files = list_folder(root, class_names, limit_per_class)
+    labels = [c for _, c in files]
     targets = np.zeros((len(labels), len(class_names)), np.float32)
     targets[np.arange(len(labels)), labels] = 1.0
     return ImageSet(
-        images=_stack(images, size),
+        images=_stack([_read_gray(f) for f, _ in files], size),
         targets=targets,
-        names=tuple(names),
+        names=tuple(f"{f.parent.name}/{f.name}" for f, _ in files),
         class_names=class_names,
         source=str(root),
     )

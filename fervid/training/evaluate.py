@@ -25,7 +25,7 @@ import torch
 
 from fervid.errors import ConfigError, DataError, ModelError
 from fervid.model.classify import calibrated_probs, predict_logits
-from fervid.model.modelfile import load_model
+from fervid.model.modelfile import ModelSpec, load_model
 from fervid.model.preprocess import resize_faces, to_model_input
 from fervid.training.data import FerPlusMode, load_dataset
 from fervid.training.figures import (
@@ -76,6 +76,12 @@ class EvalReport:
     probs: np.ndarray = field(repr=False)
     labels: np.ndarray = field(repr=False)
     figures: tuple[str, ...] = ()
+    #: ``--detect``: faces were found and cropped by the pipeline's detector and cropper
+    detected: bool = False
+    #: images (``class/file``) in which the detector found no face: counted, never scored
+    no_face: tuple[str, ...] = ()
+    #: images with more than one face (the highest-scoring one was scored)
+    multi_face: int = 0
 
     def __post_init__(self) -> None:
         n, c = self.num_images, len(self.class_names)
@@ -167,6 +173,54 @@ def view_probs(logits: np.ndarray, temperature: float) -> np.ndarray:
     return calibrated_probs(logits, temperature)
 
 
+def detect_faces(
+    files: list[tuple[Path, int]], spec: ModelSpec
+) -> tuple[np.ndarray, np.ndarray, list[str], tuple[str, ...], int]:
+    """Run the pipeline's detector and cropper on full images, one face per image.
+
+    Returns the model-size crops, their labels and names, the names of images with no
+    face, and how many images held more than one (the highest-scoring face is kept, as a
+    labelled photo shows one subject).
+    """
+    import cv2
+
+    from fervid.extract.crop import crop_faces
+    from fervid.extract.detect import FaceDetector
+    from fervid.settings import CropSettings, DetectSettings
+
+    detector = FaceDetector(settings=DetectSettings())
+    crop_settings = CropSettings()
+    crops: list[np.ndarray] = []
+    labels: list[int] = []
+    names: list[str] = []
+    no_face: list[str] = []
+    multi = 0
+    for path, label in files:
+        name = f"{path.parent.name}/{path.name}"
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is None:
+            raise DataError(f"cannot read image {path}")
+        dets = detector(image)
+        if len(dets) == 0:
+            no_face.append(name)
+            continue
+        multi += len(dets) > 1
+        best = int(np.argmax(dets.scores))
+        faces = crop_faces(image, dets, crop_settings, spec)
+        crops.append(faces[best])
+        labels.append(label)
+        names.append(name)
+    s = spec.input_size
+    empty = np.zeros((0, s, s) if spec.channels == "gray" else (0, s, s, 3), np.uint8)
+    return (
+        np.stack(crops) if crops else empty,
+        np.asarray(labels, np.int64),
+        names,
+        tuple(no_face),
+        multi,
+    )
+
+
 def evaluate_model(
     model_path: Path | None,
     data: Path,
@@ -177,6 +231,7 @@ def evaluate_model(
     out_dir: Path | None = None,
     limit: int | None = None,
     progress: ProgressHook | None = None,
+    detect: bool = False,
 ) -> EvalReport:
     """Score a model file on a folder-layout or FER+ data set; write report + figures.
 
@@ -184,7 +239,9 @@ def evaluate_model(
     ``data``: ``<data>/<class>/*.jpg`` (classes matched by synonyms) or a FER+ split folder
     with ``label.csv`` (``ferplus_mode`` turns votes into labels: majority drops rows won by
     contempt/unknown/not-a-face; soft keeps them, labelled by their most-voted emotion).
-    ``tta_flip`` averages the probabilities of each face and its mirror image (twice the
+    ``detect`` treats ``data`` as full photos (folder layout): the pipeline's face detector
+    and cropper run first, one face per image; images without a face are counted in
+    ``no_face`` and left out of the metrics. ``tta_flip`` averages the probabilities of each face and its mirror image (twice the
     compute, usually a little more accuracy). ``limit`` keeps a quick subset: the first
     ``limit`` usable FER+ rows, or the first ``max(1, limit // C)`` files per class folder
     (sorted by name) so every class is represented. ``out_dir`` (when given) receives
@@ -207,29 +264,46 @@ def evaluate_model(
     spec = model.spec
 
     is_ferplus = (data / "label.csv").is_file()
-    kw: dict[str, int] = {}
-    if limit is not None:
-        kw = (
-            {"limit": limit}
-            if is_ferplus
-            else {"limit_per_class": max(1, limit // spec.num_classes)}
-        )
-    # size=None keeps the source resolution, so resize_faces below does the one resize,
-    # exactly as fervid.training.train.load_source and inference do.
-    ds = load_dataset(data, ferplus_mode=ferplus_mode, size=None, **kw)
-    if len(ds) == 0:
-        raise DataError(f"{data} holds no images of the classes {list(ds.class_names)}")
-    if tuple(ds.class_names) != tuple(spec.class_names):
-        raise ModelError(
-            f"the model's classes {list(spec.class_names)} differ from the data set's "
-            f"{list(ds.class_names)}; evaluate a model trained on fervid's 7 emotion classes"
-        )
+    no_face: tuple[str, ...] = ()
+    multi = 0
+    if detect:
+        if is_ferplus:
+            raise ConfigError(
+                f"--detect reads full photos in the folder layout (<class>/*.jpg); {data} is a "
+                "FER+ split of ready-made 48x48 crops: evaluate it without --detect"
+            )
+        from fervid.training.data import list_folder
 
-    images = resize_faces(list(ds.images), spec)  # (N, S, S) uint8 (or (N, S, S, 3))
+        per_class = None if limit is None else max(1, limit // spec.num_classes)
+        files = list_folder(data, tuple(spec.class_names), per_class)
+        images, labels, _, no_face, multi = detect_faces(files, spec)
+        if len(images) == 0:
+            raise DataError(
+                f"the detector found no face in any of the {len(files)} images in {data}"
+            )
+    else:
+        kw: dict[str, int] = {}
+        if limit is not None:
+            kw = (
+                {"limit": limit}
+                if is_ferplus
+                else {"limit_per_class": max(1, limit // spec.num_classes)}
+            )
+        # size=None keeps the source resolution, so resize_faces below does the one resize,
+        # exactly as fervid.training.train.load_source and inference do.
+        ds = load_dataset(data, ferplus_mode=ferplus_mode, size=None, **kw)
+        if len(ds) == 0:
+            raise DataError(f"{data} holds no images of the classes {list(ds.class_names)}")
+        if tuple(ds.class_names) != tuple(spec.class_names):
+            raise ModelError(
+                f"the model's classes {list(spec.class_names)} differ from the data set's "
+                f"{list(ds.class_names)}; evaluate a model trained on fervid's 7 emotion classes"
+            )
+        images = resize_faces(list(ds.images), spec)  # (N, S, S) uint8 (or (N, S, S, 3))
+        labels = ds.labels.astype(np.int64)  # (N,)
     logits = predict_logits(
         model.network, images, spec, batch_size=batch_size, tta_flip=tta_flip, progress=progress
     )  # (V, N, C)
-    labels = ds.labels.astype(np.int64)  # (N,)
     probs = view_probs(logits, spec.temperature)  # (N, C)
     metrics = compute_metrics(probs, labels)
     metrics_t1 = compute_metrics(view_probs(logits, 1.0), labels)
@@ -258,7 +332,7 @@ def evaluate_model(
         data_path=str(data),
         layout="ferplus" if is_ferplus else "folder",
         ferplus_mode=ferplus_mode if is_ferplus else None,
-        num_images=len(ds),
+        num_images=len(labels),
         tta_flip=tta_flip,
         limit=limit,
         batch_size=batch_size,
@@ -268,6 +342,9 @@ def evaluate_model(
         probs=probs,
         labels=labels,
         figures=tuple(p.name for p in figures),
+        detected=detect,
+        no_face=no_face,
+        multi_face=multi,
     )
     if out_dir is not None:
         (Path(out_dir) / REPORT_JSON).write_text(json.dumps(report.to_json(), indent=2) + "\n")
@@ -327,6 +404,20 @@ def format_table(report: EvalReport) -> str:
         + (f", FER+ {report.ferplus_mode.value}" if report.ferplus_mode else "")
         + (", flip TTA" if report.tta_flip else "")
         + ")",
+        *(
+            [
+                f"detect faces found and cropped by the pipeline's detector; "
+                f"{len(report.no_face)} image(s) without a face were not scored"
+                + (
+                    f" ({', '.join(report.no_face[:5])}{', …' if len(report.no_face) > 5 else ''})"
+                    if report.no_face
+                    else ""
+                )
+                + f"; {report.multi_face} with several faces (highest score kept)"
+            ]
+            if report.detected
+            else []
+        ),
         "",
         f"{'class':<{width}} {'precision':>9} {'recall':>9} {'F1':>9} {'AUC':>9} {'support':>8}",
     ]
