@@ -66,12 +66,19 @@ class Frame:
         _check(self.image.dtype == np.uint8, f"image must be uint8, got {self.image.dtype}")
 
 
+#: The 5 facial landmarks, in the order of ``Detections.landmarks`` (YuNet's order). "Right"
+#: and "left" are the person's: on a frontal, unmirrored face the right eye is the one on
+#: the image's left.
+LANDMARK_NAMES = ("right_eye", "left_eye", "nose", "mouth_right", "mouth_left")
+
+
 @dataclass(frozen=True, kw_only=True)
 class Detections:
     """Faces found in one frame.
 
     ``boxes`` float32 (m, 4) xyxy pixels; ``scores`` float32 (m,) in [0, 1];
-    ``landmarks`` float32 (m, 5, 2) pixels (eyes, nose, mouth corners) or None.
+    ``landmarks`` float32 (m, 5, 2) (x, y) pixels in :data:`LANDMARK_NAMES` order, or None
+    when the detector predicts none (res10).
     """
 
     boxes: np.ndarray
@@ -109,6 +116,56 @@ def decode_error_count(warnings: tuple[str, ...] | list[str]) -> int:
 
 
 @dataclass(frozen=True, kw_only=True)
+class FaceQuality:
+    """Per-face quality and pose (n,), aligned with the face rows (``fervid.extract.quality``).
+
+    ``landmarks`` float32 (n, 5, 2) pixels of the displayed frame, :data:`LANDMARK_NAMES`
+    order, NaN where the detector gave none (res10); ``face_px`` float32 (n,) face side in
+    displayed-frame pixels; ``blur`` float32 (n,) variance of the Laplacian of the model
+    crop; ``brightness`` float32 (n,) mean crop gray level 0..1; ``yaw``/``pitch``/``roll``
+    float32 (n,) approximate degrees from the landmarks, NaN without landmarks.
+    """
+
+    landmarks: np.ndarray
+    face_px: np.ndarray
+    blur: np.ndarray
+    brightness: np.ndarray
+    yaw: np.ndarray
+    pitch: np.ndarray
+    roll: np.ndarray
+
+    def __post_init__(self) -> None:
+        n = len(self.face_px)
+        _check(
+            self.landmarks.shape == (n, 5, 2),
+            f"landmarks must be ({n}, 5, 2), got {self.landmarks.shape}",
+        )
+        for name in ("face_px", "blur", "brightness", "yaw", "pitch", "roll"):
+            arr = getattr(self, name)
+            _check(arr.shape == (n,), f"{name} must be ({n},), got {arr.shape}")
+
+    def __len__(self) -> int:
+        return len(self.face_px)
+
+    @classmethod
+    def empty(cls, n: int = 0) -> FaceQuality:
+        """``n`` faces with every value unknown (NaN)."""
+        nan = np.full(n, np.nan, np.float32)
+        return cls(
+            landmarks=np.full((n, 5, 2), np.nan, np.float32), face_px=nan, blur=nan,
+            brightness=nan, yaw=nan, pitch=nan, roll=nan,
+        )  # fmt: skip
+
+    @classmethod
+    def concat(cls, parts: list[FaceQuality]) -> FaceQuality:
+        """The parts' rows, in order, as one record."""
+        if not parts:
+            return cls.empty()
+        names = ("landmarks", "face_px", "blur", "brightness", "yaw", "pitch", "roll")
+        return cls(**{k: np.concatenate([getattr(p, k) for p in parts]) for k in names})
+
+
+@dataclass(frozen=True, kw_only=True)
 class VideoFaces:
     """Everything the CPU side extracts from one video, ready for classification.
 
@@ -117,6 +174,8 @@ class VideoFaces:
     Per face (n,): ``frame_index`` int64, ``timestamp_s`` float64, ``boxes`` float32 (n, 4)
     xyxy pixels, ``det_scores`` float32, ``crops`` uint8 (n, S, S) or (n, S, S, 3): faces
     already preprocessed to the model's input size, so only small arrays cross processes.
+    ``quality``: per-face landmarks, size, blur, brightness and pose (n,), or None when
+    not measured (the quality columns are then null).
     """
 
     video: VideoInput
@@ -130,6 +189,7 @@ class VideoFaces:
     crops: np.ndarray
     warnings: tuple[str, ...] = ()  # e.g. "decoding stopped at 3.2 s of 10 s: truncated?"
     seconds: dict[str, float] = field(default_factory=dict)  # stage timings
+    quality: FaceQuality | None = None
 
     def __post_init__(self) -> None:
         k, n = len(self.sampled_frame_index), len(self.frame_index)
@@ -141,6 +201,8 @@ class VideoFaces:
         _check(self.boxes.shape == (n, 4), f"boxes must be ({n}, 4), got {self.boxes.shape}")
         _check(self.det_scores.shape == (n,), "det_scores must be (n,)")
         _check(len(self.crops) == n, "crops must have one entry per face")
+        if self.quality is not None:
+            _check(len(self.quality) == n, f"quality must have {n} rows, got {len(self.quality)}")
 
     @property
     def n_faces(self) -> int:

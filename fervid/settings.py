@@ -106,35 +106,74 @@ class SampleSettings:
                "an integer >= 1 pixel")  # fmt: skip
 
 
+class Detector(StrEnum):
+    """Which face detector runs (see ``docs/detector.md``)."""
+
+    YUNET = "yunet"  # YuNet 2023mar, ONNX, 5 landmarks; OpenCV 4.8+ and 5
+    RES10 = "res10"  # res10 SSD, Caffe, no landmarks; OpenCV 4 only
+
+
 @dataclass(frozen=True, kw_only=True)
 class DetectSettings:
     """Face detector tunables.
 
-    ``score_threshold``: raising it drops more false faces but loses turned/dim ones.
-    ``min_face_px``: smaller boxes (shorter side, pixels) are ignored; faces below ~40 px
-    classify poorly. ``nms_iou``: overlap above which two boxes are one face.
+    ``score_threshold``: raising it drops more false faces but loses turned/dim/small ones.
+    ``min_face_px``: smaller boxes (shorter side, pixels of the frame after
+    ``--max-side`` scaling) are ignored; faces below ~40 px classify poorly.
+    ``nms_iou``: overlap above which two boxes are one face; raising it keeps more
+    overlapping (crowded) faces but also more duplicates. ``long_side``: YuNet sees the
+    frame scaled so its longer side is this many pixels; larger finds smaller faces but
+    costs about (long_side / 320)^2 the time. ``input_size``: res10's square input.
     """
 
+    detector: Detector = Detector.YUNET
     score_threshold: float = 0.6
     min_face_px: int = 40
-    nms_iou: float = 0.4
+    nms_iou: float = 0.3
     #: longer / shorter box side above which a box is not a face (after border clipping).
     max_aspect: float = 2.0
+    long_side: int = 320
     input_size: int = 300
 
     def __post_init__(self) -> None:
+        if not isinstance(self.detector, Detector):
+            raise ConfigError(
+                f"--detector={self.detector!r}; expected one of {[d.value for d in Detector]}"
+            )
         if not 0 < self.score_threshold < 1:
             raise ConfigError(f"--det-threshold={self.score_threshold}; expected a value in (0, 1)")
         if self.min_face_px < 1:
             raise ConfigError(f"--min-face={self.min_face_px}; expected >= 1 pixel")
+        if not 0 < self.nms_iou < 1:
+            raise ConfigError(f"--det-nms={self.nms_iou}; expected a value in (0, 1)")
+        if not (math.isfinite(self.max_aspect) and self.max_aspect >= 1):
+            raise ConfigError(f"max_aspect={self.max_aspect}; expected >= 1")
+        if not 32 <= self.long_side <= 4096:
+            raise ConfigError(
+                f"--det-long-side={self.long_side}; expected 32..4096 pixels (default 320)"
+            )
+        if not 32 <= self.input_size <= 4096:
+            raise ConfigError(f"input_size={self.input_size}; expected 32..4096 pixels")
 
 
 @dataclass(frozen=True, kw_only=True)
 class CropSettings:
-    """``margin``: fraction of the box side added on each side before squaring."""
+    """How a face becomes the classifier's input.
+
+    ``align``: warp each face by the similarity transform that puts its 5 landmarks on
+    the FER-2013 template (``fervid.extract.align``); faces without landmarks (res10)
+    fall back to the box crop. ``margin`` (box crop only): fraction of the box side
+    added on each side before squaring; larger shows more context, smaller face.
+    """
 
     margin: float = 0.1
-    align: bool = False  # rotate so the eyes are level (needs detector landmarks)
+    align: bool = True
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.margin) and 0 <= self.margin <= 1):
+            raise ConfigError(f"--margin={self.margin}; expected a value in [0, 1]")
+        if not isinstance(self.align, bool):
+            raise ConfigError(f"--align={self.align!r}; expected on or off")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -210,6 +249,9 @@ class RunSettings:
     workers: int | None = None
     ray_address: str | None = None
     save_crops: Path | None = None  # face crops are written only when asked
+    # Also write a frames row (face_found false, face columns null) for each sampled frame
+    # without a face. Changes the output, so it enters the settings hash.
+    keep_empty_frames: bool = False
     # Videos longer than this are split into time chunks of about this many seconds that
     # run as separate tasks (one long video then uses every worker, and a crash loses one
     # chunk); 0 disables. Structural: results are identical for any value, so it stays
@@ -227,7 +269,8 @@ class RunSettings:
         """The settings that change results (and so enter the settings hash)."""
         return _jsonable(
             {"sample": self.sample, "detect": self.detect, "crop": self.crop,
-             "track": self.track, "smooth": self.smooth}
+             "track": self.track, "smooth": self.smooth,
+             "keep_empty_frames": self.keep_empty_frames}
         )  # fmt: skip
 
     def settings_hash(self, model_sha256: str) -> str:

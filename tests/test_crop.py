@@ -1,4 +1,6 @@
-"""Square face crops: geometry, edge padding, alignment, model-ready output."""
+"""Face crops: square-box geometry, edge padding, box vs aligned dispatch, model-ready output.
+
+The alignment itself (template, transform) is tested in ``test_align.py``."""
 
 from __future__ import annotations
 
@@ -8,24 +10,16 @@ import cv2
 import numpy as np
 import pytest
 
-from fervid.extract.crop import crop_faces, cut_square, eye_angle_deg, face_squares
-from fervid.model.modelfile import ModelSpec
-from fervid.model.preprocess import resize_faces
+from fervid.errors import ConfigError
+from fervid.extract.align import align_faces
+from fervid.extract.crop import crop_faces, cut_square, face_squares
+from fervid.model.spec import ModelSpec, resize_faces
 from fervid.records import Detections
-from fervid.sample_data import fetch_samples
 from fervid.settings import CropSettings
 
 H, W = 100, 200
 GRAY = ModelSpec(input_size=48, channels="gray")
 RGB = ModelSpec(input_size=64, channels="rgb")
-
-
-@pytest.fixture(scope="module")
-def sample_dir() -> Path:
-    # Local stand-in until tests/conftest.py provides a shared one.
-    folder = Path(__file__).resolve().parents[1] / "sample_videos"
-    fetch_samples(folder)
-    return folder
 
 
 def coded_image(h: int = H, w: int = W) -> np.ndarray:
@@ -143,43 +137,24 @@ def test_border_face_stays_centred() -> None:
     assert abs(right_edge - 25 / (x1 - x0) * s) > 5  # where a shifted square would put it
 
 
-def eye_image(left: tuple[int, int], right: tuple[int, int]) -> np.ndarray:
-    image = np.zeros((200, 200, 3), np.uint8)
-    for p in (left, right):
-        cv2.circle(image, p, 4, (255, 255, 255), -1)
-    return image
+def test_align_uses_landmarks_when_present(sample_dir: Path) -> None:
+    """With landmarks and align on, crop_faces is align_faces; off, the box crop."""
+    from fervid.extract.detect import FaceDetector
+    from fervid.settings import DetectSettings
 
-
-def dot_rows(gray: np.ndarray) -> tuple[float, float]:
-    """Brightness-weighted row of the dot in the left and in the right half."""
-    half = gray.shape[1] // 2
-    rows = []
-    for part in (gray[:, :half], gray[:, half:]):
-        ys, xs = np.nonzero(part > 100)
-        rows.append(float(np.average(ys, weights=part[ys, xs].astype(np.float64))))
-    return rows[0], rows[1]
-
-
-@pytest.mark.parametrize("tilt_deg", [-25.0, -10.0, 15.0, 30.0])
-def test_align_levels_the_eyes(tilt_deg: float) -> None:
-    c, r = np.array([100.0, 100.0]), 30.0
-    d = r * np.array([np.cos(np.radians(tilt_deg)), np.sin(np.radians(tilt_deg))])
-    left, right = np.round(c - d).astype(int), np.round(c + d).astype(int)
-    image = eye_image(tuple(left), tuple(right))
-    lm = np.zeros((1, 5, 2), np.float32)
-    lm[0, 0], lm[0, 1] = right, left  # either order of the two eyes
-    dets = Detections(
-        boxes=np.array([[60, 60, 140, 140]], np.float32), scores=np.ones(1, np.float32),
-        landmarks=lm,
-    )  # fmt: skip
-    spec = ModelSpec(input_size=96, channels="gray")
-    aligned = crop_faces(image, dets, CropSettings(align=True), spec)[0]
-    plain = crop_faces(image, dets, CropSettings(align=False), spec)[0]
-    ya, yb = dot_rows(aligned)
-    pa, pb = dot_rows(plain)
-    assert abs(ya - yb) < 1.5, "eyes level after alignment"
-    # Square side 80 * 1.2 = 96 = the input size, so crop pixels are frame pixels.
-    assert abs(pa - pb) > 0.8 * abs(2 * d[1]), "the unaligned crop keeps the tilt"
+    image = cv2.imread(str(sample_dir / "stills" / "multi_face.jpg"))
+    dets = FaceDetector(settings=DetectSettings())(image)
+    assert dets.landmarks is not None and len(dets) == 5
+    for spec in (GRAY, RGB):
+        np.testing.assert_array_equal(
+            crop_faces(image, dets, CropSettings(align=True), spec),
+            align_faces(image, dets.landmarks, spec),
+        )
+        squares = face_squares(dets.boxes, image.shape, CropSettings())
+        np.testing.assert_array_equal(
+            crop_faces(image, dets, CropSettings(align=False), spec),
+            resize_faces([cut_square(image, s) for s in squares], spec),
+        )
 
 
 def test_align_without_landmarks_is_a_no_op() -> None:
@@ -192,18 +167,16 @@ def test_align_without_landmarks_is_a_no_op() -> None:
 
 
 @pytest.mark.parametrize(
-    ("eye_a", "eye_b", "angle"),
-    [
-        ((0, 0), (10, 0), 0.0),
-        ((0, 0), (10, 10), 45.0),
-        ((10, 10), (0, 0), 45.0),  # order of the two eyes does not matter
-        ((0, 10), (10, 0), -45.0),
-    ],
+    ("options", "match"),
+    [({"margin": -0.1}, "--margin"), ({"margin": 1.5}, "--margin"), ({"align": "on"}, "--align")],
 )
-def test_eye_angle(eye_a: tuple, eye_b: tuple, angle: float) -> None:
-    lm = np.zeros((1, 5, 2), np.float32)
-    lm[0, 0], lm[0, 1] = eye_a, eye_b
-    np.testing.assert_allclose(eye_angle_deg(lm), [angle], atol=1e-6)
+def test_crop_settings_are_validated(options: dict, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        CropSettings(**options)
+
+
+def test_default_is_aligned() -> None:
+    assert CropSettings().align is True
 
 
 @pytest.mark.parametrize(

@@ -316,15 +316,17 @@ def test_check_schema_refuses_mismatches() -> None:
             good.append_column("extra", pa.array([1] * good.num_rows)), schema, name="frames"
         )
     retyped = good.set_column(
-        good.schema.get_field_index("face_id"), pa.field("face_id", pa.int64(), nullable=False),
-        good.column("face_id").cast(pa.int64()),
+        good.schema.get_field_index("frame_index"),
+        pa.field("frame_index", pa.int32(), nullable=False),
+        good.column("frame_index").cast(pa.int32()),
     )  # fmt: skip
-    with pytest.raises(ValueError, match="'face_id' is int64 not null, expected int32 not null"):
+    with pytest.raises(ValueError, match="'frame_index' is int32 not null, expected int64 not null"):
         check_schema(retyped, schema, name="frames")
+    # (face columns are nullable: --keep-empty-frames rows have no face)
     nulls = good.set_column(
-        good.schema.get_field_index("label"),
-        schema.field("label"),
-        pa.array([None] * good.num_rows, pa.string()),
+        good.schema.get_field_index("face_found"),
+        schema.field("face_found"),
+        pa.array([None] * good.num_rows, pa.bool_()),
     )
-    with pytest.raises(ValueError, match="'label' is not nullable but holds 7 nulls"):
+    with pytest.raises(ValueError, match="'face_found' is not nullable but holds 7 nulls"):
         check_schema(nulls, schema, name="frames")

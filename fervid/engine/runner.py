@@ -81,6 +81,8 @@ def extract_video(
     from fervid.extract.crop_export import save_frame_crops
     from fervid.extract.decode import FrameSampler, probe
     from fervid.extract.detect import FaceDetector
+    from fervid.extract.quality import measure_faces
+    from fervid.records import FaceQuality
 
     t0 = time.perf_counter()
     if info is None:
@@ -89,6 +91,7 @@ def extract_video(
     detector = FaceDetector(settings=settings.detect)
     sampled_idx, sampled_ts = [], []
     f_idx, f_ts, boxes, scores, crops = [], [], [], [], []
+    quality: list[FaceQuality] = []  # per frame: its faces' landmarks, size, blur, pose
     t_detect = 0.0
     for frame in sampler:  # Frame: BGR (H, W, 3), frame_index, timestamp_s
         sampled_idx.append(frame.frame_index)
@@ -96,6 +99,7 @@ def extract_video(
         td = time.perf_counter()
         dets = detector(frame.image)  # Detections: (m, 4) xyxy px, (m,) scores
         faces = crop_faces(frame.image, dets, settings.crop, spec)  # (m, S, S) uint8
+        quality.append(measure_faces(dets, faces, sampler.scale))  # (m,) displayed-frame px
         t_detect += time.perf_counter() - td
         for j in range(len(dets)):
             f_idx.append(frame.frame_index)
@@ -119,6 +123,7 @@ def extract_video(
         crops=np.stack(crops) if crops else np.zeros((0, *crop_shape), np.uint8),
         warnings=tuple(sampler.warnings),
         seconds={"extract": total, "detect_crop": t_detect, "decode": total - t_detect},
+        quality=FaceQuality.concat(quality),
     )
 
 
@@ -131,6 +136,8 @@ def merge_video_faces(parts: list[VideoFaces]) -> VideoFaces:
     over all chunks, not wall time). Raises ValueError when ``parts`` is empty, mixes
     videos, or is out of order (sampled frame indices must increase across parts).
     """
+    from fervid.records import FaceQuality
+
     if not parts:
         raise ValueError("merge_video_faces: parts is empty; pass at least one chunk")
     if len(parts) == 1:
@@ -161,6 +168,9 @@ def merge_video_faces(parts: list[VideoFaces]) -> VideoFaces:
         crops=np.concatenate([p.crops for p in parts]),
         warnings=tuple(dict.fromkeys(w for p in parts for w in p.warnings)),
         seconds=seconds,
+        quality=None
+        if any(p.quality is None for p in parts)
+        else FaceQuality.concat([p.quality for p in parts if p.quality is not None]),
     )
 
 
@@ -389,7 +399,7 @@ def run(
                 ident = Identity.of(faces.video)
                 store.write_video(
                     faces.video.video_id,
-                    frames_table(result, ident),
+                    frames_table(result, ident, keep_empty_frames=settings.keep_empty_frames),
                     segments_table(result, ident),
                     video_row_table(result, ident, settings_hash=settings_hash, model_sha256=sha,
                                     fervid_version=__version__),

@@ -1,4 +1,8 @@
-"""Face boxes -> square, margin-padded face crops at the classifier's input size.
+"""Faces -> crops at the classifier's input size: landmark-aligned, or square box crops.
+
+With landmarks and ``CropSettings.align`` (the default) faces are warped onto the FER-2013
+landmark template (:mod:`fervid.extract.align`). Otherwise (``--align off``, or the res10
+detector, which gives no landmarks) the crop is a margin-padded square around the box:
 
 Squares are centred on the detector's box. Where a square runs past the frame border it
 is *not* shifted or shrunk: the missing pixels are filled by replicating the frame's edge
@@ -11,11 +15,10 @@ so only small (S, S) arrays leave the worker. Nothing here writes to disk.
 
 from __future__ import annotations
 
-import math
-
 import cv2
 import numpy as np
 
+from fervid.extract.align import align_faces
 from fervid.model.spec import ModelSpec, resize_faces  # torch-free: this runs in CPU workers
 from fervid.records import Detections
 from fervid.settings import CropSettings
@@ -70,34 +73,6 @@ def cut_square(image: np.ndarray, square: np.ndarray) -> np.ndarray:
     return patch.copy()
 
 
-def eye_angle_deg(landmarks: np.ndarray) -> np.ndarray:
-    """Tilt of the line through the eyes, degrees, for (m, 5, 2) landmarks (eyes first).
-
-    Positive when the eye on the image's right is lower (image y points down). The
-    two eyes are ordered by x, so either landmark order gives the same angle.
-    """
-    a, b = landmarks[:, 0].astype(np.float64), landmarks[:, 1].astype(np.float64)
-    swap = b[:, 0] < a[:, 0]
-    left = np.where(swap[:, None], b, a)
-    right = np.where(swap[:, None], a, b)
-    d = right - left
-    return np.degrees(np.arctan2(d[:, 1], d[:, 0]))
-
-
-def _cut_rotated(image: np.ndarray, square: np.ndarray, angle_deg: float) -> np.ndarray:
-    """Like :func:`cut_square`, with the image first rotated by ``angle_deg`` about the
-    square's centre (positive: counter-clockwise on screen), which levels eyes tilted
-    by ``angle_deg`` as measured by :func:`eye_angle_deg`."""
-    x0, y0, x1, y1 = (int(v) for v in square)
-    side = x1 - x0
-    centre = ((x0 + x1) / 2, (y0 + y1) / 2)
-    m = cv2.getRotationMatrix2D(centre, angle_deg, 1.0)
-    m[:, 2] -= (x0, y0)  # output pixel (0, 0) is the square's top-left corner
-    return cv2.warpAffine(
-        image, m, (side, side), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
-    )
-
-
 def crop_faces(
     image: np.ndarray, dets: Detections, settings: CropSettings, spec: ModelSpec
 ) -> np.ndarray:
@@ -106,20 +81,13 @@ def crop_faces(
     ``image``: BGR uint8 (H, W, 3). ``dets``: that frame's detections (xyxy pixels).
     Returns uint8 (m, S, S) for a ``"gray"`` model or (m, S, S, 3) RGB for ``"rgb"``,
     S = ``spec.input_size``, one crop per detection in order; (0, S, S[, 3]) when there
-    is none. With ``settings.align`` and landmarks, each face is rotated about its square's
-    centre so the eyes are level; without landmarks (the res10 detector gives none)
-    ``align`` has no effect.
+    is none. With ``settings.align`` and landmarks, each face is warped onto the FER-2013
+    landmark template (:func:`fervid.extract.align.align_faces`); without landmarks (the
+    res10 detector gives none), or with ``align`` off, it is the square box crop.
     """
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"image must be BGR uint8 (H, W, 3), got {image.dtype} {image.shape}")
-    squares = face_squares(dets.boxes, image.shape, settings)
     if settings.align and dets.landmarks is not None:
-        angles = eye_angle_deg(dets.landmarks)
-        patches = [
-            _cut_rotated(image, sq, float(a)) if not math.isclose(a, 0.0, abs_tol=1e-3)
-            else cut_square(image, sq)
-            for sq, a in zip(squares, angles, strict=True)
-        ]  # fmt: skip
-    else:
-        patches = [cut_square(image, sq) for sq in squares]
-    return resize_faces(patches, spec)
+        return align_faces(image, dets.landmarks, spec)
+    squares = face_squares(dets.boxes, image.shape, settings)
+    return resize_faces([cut_square(image, sq) for sq in squares], spec)

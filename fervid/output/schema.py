@@ -12,6 +12,7 @@ from enum import StrEnum
 import pyarrow as pa
 
 from fervid.model.classes import EMOTIONS
+from fervid.records import LANDMARK_NAMES
 
 # Output file names: ``--out results.parquet`` writes frames there and the others beside
 # it; ``--out dir/`` writes one file per video under these sub-folders.
@@ -73,29 +74,49 @@ def share_col(c: str) -> str:
     return f"share_{c}"
 
 
+def landmark_col(name: str, axis: str, *, norm: bool = False) -> str:
+    """Column of one landmark coordinate: ``lm_<name>_<x|y>`` pixels, ``..._norm`` 0..1."""
+    return f"lm_{name}_{axis}{'_norm' if norm else ''}"
+
+
+#: Per-face quality and pose columns of the frames table (``fervid.extract.quality``),
+#: float32, null on rows without a face and, for landmarks and pose, with res10.
+QUALITY_COLUMNS = ("face_px", "blur", "brightness", "yaw", "pitch", "roll")
+
+
 def frames_schema(class_names: tuple[str, ...] = EMOTIONS) -> pa.Schema:
-    """One row per face per sampled frame."""
+    """One row per face per sampled frame; with ``--keep-empty-frames`` also one row per
+    sampled frame without a face (``face_found`` false, every face column null)."""
+    f32 = pa.float32()
     return pa.schema(
         [
             *_IDENTITY,
             pa.field("frame_index", pa.int64(), nullable=False),  # index in the source stream
             pa.field("timestamp_s", pa.float64(), nullable=False),  # decoder's presentation time
-            pa.field("face_id", pa.int32(), nullable=False),  # stable within one video
-            pa.field("x1", pa.float32(), nullable=False),  # box, pixels of the displayed frame
-            pa.field("y1", pa.float32(), nullable=False),
-            pa.field("x2", pa.float32(), nullable=False),
-            pa.field("y2", pa.float32(), nullable=False),
-            pa.field("x1_norm", pa.float32(), nullable=False),  # box / frame width or height
-            pa.field("y1_norm", pa.float32(), nullable=False),
-            pa.field("x2_norm", pa.float32(), nullable=False),
-            pa.field("y2_norm", pa.float32(), nullable=False),
-            pa.field("det_score", pa.float32(), nullable=False),
-            *[pa.field(prob_col(c), pa.float32(), nullable=False) for c in class_names],
-            pa.field("label", pa.string(), nullable=False),  # argmax of prob_*
-            pa.field("confidence", pa.float32(), nullable=False),  # max of prob_*
-            *[pa.field(smooth_col(c), pa.float32(), nullable=False) for c in class_names],
-            pa.field("smoothed_label", pa.string(), nullable=False),
-            pa.field("segment_index", pa.int32(), nullable=False),  # joins to segments
+            pa.field("face_found", pa.bool_(), nullable=False),  # false: an empty-frame row
+            pa.field("face_id", pa.int32()),  # stable within one video; null: no face
+            pa.field("x1", f32),  # box, pixels of the displayed frame
+            pa.field("y1", f32),
+            pa.field("x2", f32),
+            pa.field("y2", f32),
+            pa.field("x1_norm", f32),  # box / frame width or height
+            pa.field("y1_norm", f32),
+            pa.field("x2_norm", f32),
+            pa.field("y2_norm", f32),
+            pa.field("det_score", f32),
+            *[pa.field(c, f32) for c in QUALITY_COLUMNS],
+            *[
+                pa.field(landmark_col(n, a, norm=norm), f32)
+                for norm in (False, True)
+                for n in LANDMARK_NAMES
+                for a in ("x", "y")
+            ],
+            *[pa.field(prob_col(c), f32) for c in class_names],
+            pa.field("label", pa.string()),  # argmax of prob_*
+            pa.field("confidence", f32),  # max of prob_*
+            *[pa.field(smooth_col(c), f32) for c in class_names],
+            pa.field("smoothed_label", pa.string()),
+            pa.field("segment_index", pa.int32()),  # joins to segments
         ]
     )
 

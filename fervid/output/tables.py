@@ -18,12 +18,14 @@ import numpy as np
 import pyarrow as pa
 
 from fervid.output.schema import (
+    QUALITY_COLUMNS,
     STATUS_FAILED,
     STATUS_OK,
     STATUS_OK_WITH_WARNINGS,
     STATUS_SKIPPED,
     VideoStatus,
     frames_schema,
+    landmark_col,
     mean_prob_col,
     prob_col,
     segments_schema,
@@ -31,7 +33,14 @@ from fervid.output.schema import (
     smooth_col,
     videos_schema,
 )
-from fervid.records import VideoInfo, VideoInput, VideoResult, decode_error_count
+from fervid.records import (
+    LANDMARK_NAMES,
+    FaceQuality,
+    VideoInfo,
+    VideoInput,
+    VideoResult,
+    decode_error_count,
+)
 from fervid.timeline.smooth import segment_index_per_row
 
 _STATUSES = tuple(VideoStatus)
@@ -192,12 +201,18 @@ def _segment_rows(result: VideoResult) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- tables
-def frames_table(result: VideoResult, ident: Identity) -> pa.Table:
+def frames_table(
+    result: VideoResult, ident: Identity, *, keep_empty_frames: bool = False
+) -> pa.Table:
     """One row per face per sampled frame, sorted by ``(timestamp_s, face_id)``.
 
     ``label``/``confidence``: argmax/max of the calibrated ``prob_*``;
     ``smoothed_label``: argmax of ``smooth_*``; ``*_norm``: box / (width, height) of the
-    displayed frame, so 0..1 when the box lies inside the frame.
+    displayed frame, so 0..1 when the box lies inside the frame. Quality, pose and
+    landmark columns come from ``VideoFaces.quality`` (null where unknown: res10 gives no
+    landmarks, or quality was not measured). ``keep_empty_frames``: also one row per
+    sampled frame without a face (``face_found`` false, every face column null), like
+    OpenFace's ``success = 0``.
     """
     _check_result(result)
     faces, names = result.faces, result.class_names
@@ -206,16 +221,18 @@ def frames_table(result: VideoResult, ident: Identity) -> pa.Table:
         raise ValueError(f"VideoInfo size is {info.width}x{info.height}; expected positive pixels")
     seg_idx = _segment_rows(result)
     order = np.lexsort((result.face_id, faces.timestamp_s))  # (n,), time then face
+    size = np.array([info.width, info.height, info.width, info.height], np.float32)
     boxes = faces.boxes[order].astype(np.float32)  # (n, 4) xyxy pixels
-    norm = (
-        boxes / np.array([info.width, info.height, info.width, info.height], np.float32)
-    ).astype(np.float32)
+    norm = (boxes / size).astype(np.float32)
     probs = result.probs[order].astype(np.float32)  # (n, C)
     smoothed = result.smoothed[order].astype(np.float32)  # (n, C)
+    quality = faces.quality if faces.quality is not None else FaceQuality.empty(faces.n_faces)
+    lms = quality.landmarks[order].astype(np.float32)  # (n, 5, 2) pixels, NaN: unknown
     cols: dict[str, Any] = _identity_columns(ident, len(order))
     cols |= {
         "frame_index": faces.frame_index[order].astype(np.int64),
         "timestamp_s": faces.timestamp_s[order].astype(np.float64),
+        "face_found": np.ones(len(order), np.bool_),
         "face_id": result.face_id[order].astype(np.int32),
         "x1": boxes[:, 0], "y1": boxes[:, 1], "x2": boxes[:, 2], "y2": boxes[:, 3],
         "x1_norm": norm[:, 0], "y1_norm": norm[:, 1], "x2_norm": norm[:, 2], "y2_norm": norm[:, 3],
@@ -225,10 +242,39 @@ def frames_table(result: VideoResult, ident: Identity) -> pa.Table:
         "smoothed_label": _names(names, smoothed.argmax(axis=1)),
         "segment_index": seg_idx[order],
     }  # fmt: skip
+    for c in QUALITY_COLUMNS:
+        cols[c] = _nan_as_null(getattr(quality, c)[order])
+    for k, n in enumerate(LANDMARK_NAMES):
+        for a, axis in enumerate(("x", "y")):
+            px = np.ascontiguousarray(lms[:, k, a])
+            cols[landmark_col(n, axis)] = _nan_as_null(px)
+            cols[landmark_col(n, axis, norm=True)] = _nan_as_null(px / size[a])
     for j, c in enumerate(names):
         cols[prob_col(c)] = np.ascontiguousarray(probs[:, j])
         cols[smooth_col(c)] = np.ascontiguousarray(smoothed[:, j])
-    return _build(frames_schema(names), cols, name="frames")
+    schema = frames_schema(names)
+    table = _build(schema, cols, name="frames")
+    if not keep_empty_frames:
+        return table
+    empty = ~np.isin(faces.sampled_frame_index, faces.frame_index)  # (k,) frames without a face
+    m = int(empty.sum())
+    if m == 0:
+        return table
+    rows: dict[str, Any] = _identity_columns(ident, m)
+    rows |= {
+        "frame_index": faces.sampled_frame_index[empty].astype(np.int64),
+        "timestamp_s": faces.sampled_timestamp_s[empty].astype(np.float64),
+        "face_found": np.zeros(m, np.bool_),
+    }
+    rows |= {f.name: pa.nulls(m, f.type) for f in schema if f.name not in rows}
+    both = pa.concat_tables([table, _build(schema, rows, name="frames")])
+    return both.sort_by([("timestamp_s", "ascending"), ("face_id", "ascending")])
+
+
+def _nan_as_null(values: np.ndarray) -> pa.Array:
+    """float32 Arrow array of ``values`` with NaN written as null (unknown, not a number)."""
+    v = np.ascontiguousarray(values, np.float32)
+    return pa.array(v, type=pa.float32(), mask=np.isnan(v))
 
 
 def segments_table(result: VideoResult, ident: Identity) -> pa.Table:
