@@ -1,23 +1,29 @@
 #!/usr/bin/env python
-"""Render a report built from synthetic tables in headless Chromium and save a screenshot.
-
-A manual check of what a reader sees (layout, fonts, figures), kept out of the pytest
-suite because it needs a browser:
+"""Render a report built from synthetic tables in headless Chromium: screenshots at a
+desktop width (1280 px) and a phone width (390 px), and layout measurements.
 
     sudo apt-get install -y chromium          # Debian; once
     .venv/bin/python scripts/screenshot_report.py --out /tmp/fervid-shot
 
 It writes a synthetic dataset (two subjects, weekly sessions of a few minutes, one
-session without a face, one recording that failed, one session with a second face, and
-a last session that departs from the baseline), builds the report, and saves
-``screenshot.png`` next to ``report/index.html``. No real video or patient data is used;
-the browser runs with networking features off and only opens the local file.
+session without a face, one recording that failed, one session with a second face, a
+last session that departs from the baseline, and one recording without a subject),
+builds the report, and saves ``screenshot-1280.png`` and ``screenshot-390.png``.
+For each width it also loads a copy of the page with a small measuring script added
+(the report itself has no script) and checks, from the DOM Chromium dumps: the page is
+no wider than the window, at 1280 px no table needs a horizontal scroll, and every
+figure loaded and fits. It prints the measurements and any problem; exit code 1 when a
+check fails. ``tests/test_report.py`` runs the same checks where Chromium is installed.
+No real video or patient data is used; the browser runs with networking features off
+and only opens local files.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -46,6 +52,32 @@ CHROMIUM_FLAGS = (
     "--hide-scrollbars",
 )  # fmt: skip
 INTERVAL_S = 0.5  # 2 frames per second, fervid's default sampling
+#: The widths checked: a desktop window and a phone (iPhone 12-15 CSS width).
+WIDTHS = (1280, 390)
+
+# The page is shown in an iframe of the width checked: headless Chromium lays a window
+# out at least 500 px wide, so a 390 px window alone would not be a phone. The measuring
+# script lives in the wrapper (the report itself has no script): after the page loads it
+# writes what the browser laid out into a <pre> that --dump-dom returns.
+_WRAPPER = """<!doctype html><html><head><meta charset="utf-8"></head>
+<body style="margin:0"><iframe id="page" src="{src}" style="width:{width}px;height:{height}px;
+border:0;display:block"></iframe>{script}</body></html>"""
+_MEASURE = """<script>
+document.getElementById("page").addEventListener("load", (e) => {
+  const doc = e.target.contentDocument, root = doc.documentElement;
+  const out = {
+    viewport: root.clientWidth, page: root.scrollWidth,
+    tables: [...doc.querySelectorAll(".table-wrap")].map(
+      (w) => ({scroll: w.scrollWidth, client: w.clientWidth})),
+    images: [...doc.images].map((i) => ({loaded: i.complete && i.naturalWidth > 0,
+      shown: Math.round(i.getBoundingClientRect().width)})),
+  };
+  const pre = document.createElement("pre");
+  pre.id = "fervid-measure";
+  pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+});
+</script>"""
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -62,9 +94,10 @@ def _ema(p: np.ndarray, tau_s: float) -> np.ndarray:
     return out
 
 
-def _identity(vid: str, subject: str, day: dt.date | None) -> dict:
+def _identity(vid: str, subject: str | None, day: dt.date | None) -> dict:
     name = f"{day}_{vid}.mp4" if day else f"{vid}.mp4"
-    return {"video_id": vid, "path": f"{subject}/{name}", "file_name": name, "subject": subject,
+    path = f"{subject}/{name}" if subject else f"P021/{name}"  # P021/intake.mp4: no date
+    return {"video_id": vid, "path": path, "file_name": name, "subject": subject,
             "session": None, "session_date": day, "path_fields": None}  # fmt: skip
 
 
@@ -110,6 +143,7 @@ def _session(rng, vid, subject, day, duration_s, mood, *, absent=(), second_face
             for i in range(a, b):
                 frames.append({
                     **ident, "frame_index": round(t[i] * 30), "timestamp_s": float(t[i]),
+                    "face_found": True,
                     "face_id": face_id, "x1": 400.0, "y1": 200.0, "x2": 560.0, "y2": 390.0,
                     "x1_norm": 0.31, "y1_norm": 0.28, "x2_norm": 0.44, "y2_norm": 0.54,
                     "det_score": det,
@@ -150,6 +184,9 @@ def write_synthetic_dataset(out: Path, seed: int = 7) -> Path:
         )
     empty = _session(rng, "p020-cam-off", "P020", dt.date(2024, 4, 17), 120, {}, absent=[(0, 120)])
     per_video.append(empty)
+    stray = _session(rng, "intake", None, None, 90, calm)  # --id-pattern did not match it
+    stray[2]["id_pattern_matched"] = False
+    per_video.append(stray)
     failed = {**_identity("p017-corrupt", "P017", dt.date(2024, 4, 1)), "status": "failed",
               "error": "DecodeError: moov atom not found (truncated upload?)",
               "fervid_version": "0.1.0", "settings_hash": "synthetic",
@@ -173,29 +210,92 @@ def write_synthetic_dataset(out: Path, seed: int = 7) -> Path:
     return out
 
 
-def screenshot(html: Path, png: Path, *, chromium: str, window: str) -> None:
-    argv = [chromium, *CHROMIUM_FLAGS, f"--screenshot={png}", f"--window-size={window}",
-            html.resolve().as_uri()]  # fmt: skip
-    subprocess.run(argv, check=True, timeout=180, capture_output=True)
+def _wrapper(html: Path, width: int, height: int, *, script: str = "") -> Path:
+    page = html.with_name(f".view-{width}.html")
+    page.write_text(_WRAPPER.format(src=html.name, width=width, height=height, script=script))
+    return page
+
+
+def _chromium(chromium: str, page: Path, *extra: str) -> str:
+    argv = [chromium, *CHROMIUM_FLAGS, "--allow-file-access-from-files", *extra,
+            page.resolve().as_uri()]  # fmt: skip
+    try:
+        return subprocess.run(argv, check=True, timeout=180, capture_output=True, text=True).stdout
+    finally:
+        page.unlink(missing_ok=True)
+
+
+def screenshot(html: Path, png: Path, *, chromium: str, width: int, height: int = 2400) -> None:
+    """A ``width`` px wide screenshot of the top ``height`` px of the page."""
+    page = _wrapper(html, width, height)
+    _chromium(chromium, page, f"--screenshot={png}", f"--window-size={width},{height}")
+
+
+def measure(html: Path, *, chromium: str, width: int) -> dict:
+    """Layout facts of ``html`` at ``width`` px: viewport and page widths, each table's
+    scroll and visible width, each image's loaded flag and shown width."""
+    page = _wrapper(html, width, 900, script=_MEASURE)
+    dom = _chromium(chromium, page, f"--window-size={max(width, 500)},900",
+                    "--virtual-time-budget=10000", "--dump-dom")  # fmt: skip
+    m = re.search(r'<pre id="fervid-measure">(.*?)</pre>', dom, re.S)
+    if m is None:
+        raise RuntimeError(f"no measurements in the DOM Chromium returned ({len(dom)} chars)")
+    return json.loads(m.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+
+
+def layout_problems(m: dict, width: int) -> list[str]:
+    """What a reader at ``width`` px would have to fight: empty when the layout is right."""
+    problems = []
+    if m["page"] > m["viewport"] + 1:
+        problems.append(f"{width} px: the page is {m['page']} px wide (horizontal scroll)")
+    if width >= 1280:
+        for i, t in enumerate(m["tables"]):
+            if t["scroll"] > t["client"] + 1:
+                problems.append(f"{width} px: table {i + 1} needs {t['scroll']} px, has "
+                                f"{t['client']} px (columns cut off behind a scroll)")  # fmt: skip
+    for i, img in enumerate(m["images"]):
+        if not img["loaded"]:
+            problems.append(f"{width} px: figure {i + 1} did not load")
+        elif img["shown"] > m["viewport"]:
+            problems.append(f"{width} px: figure {i + 1} is {img['shown']} px wide")
+    return problems
+
+
+def check_report(html: Path, out: Path, *, chromium: str) -> tuple[dict, list[str]]:
+    """Screenshots and measurements at :data:`WIDTHS`; (measurements, problems)."""
+    found: dict = {}
+    problems: list[str] = []
+    for width in WIDTHS:
+        screenshot(html, out / f"screenshot-{width}.png", chromium=chromium, width=width)
+        found[width] = measure(html, chromium=chromium, width=width)
+        problems += layout_problems(found[width], width)
+    return found, problems
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, help="Work folder (default: a new temporary folder).")
     p.add_argument("--chromium", default="/usr/bin/chromium")
-    p.add_argument("--window-size", default="1280,2400", help="Viewport WIDTH,HEIGHT in px.")
+    p.add_argument("--embed", action="store_true", help="Build the one-file report.")
     args = p.parse_args(argv)
     out = args.out or Path(tempfile.mkdtemp(prefix="fervid-shot-"))
     data = write_synthetic_dataset(out / "data")
-    html = build_report(data, out / "report", title="fervid report (synthetic data)")
-    png = out / "screenshot.png"
+    html = build_report(data, out / "report", title="fervid report (synthetic data)",
+                        embed_images=args.embed)  # fmt: skip
     if not Path(args.chromium).exists():
         print(f"{args.chromium} not found: install it (apt-get install -y chromium) or pass "
               f"--chromium; the report is at {html}", file=sys.stderr)  # fmt: skip
         return 2
-    screenshot(html, png, chromium=args.chromium, window=args.window_size)
-    print(png)
-    return 0
+    found, problems = check_report(html, out, chromium=args.chromium)
+    for width, m in found.items():
+        tables = [t["scroll"] for t in m["tables"]]
+        print(
+            f"{width} px: page {m['page']} px in a {m['viewport']} px window; table widths "
+            f"{tables}; {len(m['images'])} figures -> {out / f'screenshot-{width}.png'}"
+        )
+    for line in problems:
+        print("problem:", line, file=sys.stderr)
+    return 1 if problems else 0
 
 
 if __name__ == "__main__":

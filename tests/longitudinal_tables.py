@@ -91,6 +91,7 @@ def frame_rows(
                 **_identity(video_id, subject, session_date),
                 "frame_index": round(t * 30),
                 "timestamp_s": float(t),
+                "face_found": True,  # ignored where the frames schema has no such column
                 "face_id": face_id,
                 **dict(x1=10.0, y1=10.0, x2=110.0, y2=110.0),
                 **dict(x1_norm=0.1, y1_norm=0.1, x2_norm=0.5, y2_norm=0.5),

@@ -1,4 +1,5 @@
-"""The HTML report: figures exist, are real images, and the page stands alone."""
+"""The HTML report: figures exist, are real images, the page stands alone, it says what
+it knows (and what it does not), escapes the data, and lays out at 1280 and 390 px."""
 
 from __future__ import annotations
 
@@ -7,13 +8,17 @@ import datetime as dt
 import re
 import shutil
 import struct
+import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 from longitudinal_tables import frame_rows, session, tables, video_row, write_dataset
 
-from fervid.longitudinal.report import FIGURES_DIR, build_report
+from fervid.longitudinal.report import FIGURES_DIR, _share_top, build_report
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
 
 D0 = dt.date(2024, 5, 6)
 # P017: four weekly sessions (valence .1 .2 .3 then -.5: a departure), a session without a
@@ -95,15 +100,42 @@ def test_html_references_every_figure_and_nothing_remote(report: Path) -> None:
     assert text.startswith("<!doctype html>") and text.rstrip().endswith("</html>")
 
 
+def _section(text: str, name: str) -> str:
+    return text.split(f'<section id="{name}"')[1].split("</section>")[0]
+
+
 def test_html_shows_departures_failures_and_quality(report: Path) -> None:
     text = report.read_text()
-    section = text.split("<section id=departures>")[1].split("</section>")[0]
-    assert "2024-05-27_P017-3.mp4" in section and "valence" in section  # the sad session
+    section = _section(text, "departures")
+    assert "2024-05-27_P017-3.mp4" in section and "Mood balance" in section  # the sad session
+    assert "-7.0" in section  # its z, in the table, not on hover
     assert "2024-05-06" not in section  # baseline sessions are never flagged
     assert "P017-broken.mp4" in text and "DecodeError: broken file" in text
     assert "none found" in text  # the session without a face
     assert "0 of 2 · longest" in text  # the two-face session
     assert "not a clinical measure" in text
+    verdict = _section(text, "verdict")
+    assert "1 session of 1 subject departs" in verdict
+    assert "P017</a>: baseline established from 3 of 4 usable sessions" in verdict
+    assert "P020</a>: baseline not established (needs 3 usable sessions, has 1)" in verdict
+
+
+def test_definitions_and_provenance_are_in_the_page(report: Path) -> None:
+    text = report.read_text()
+    assert "docs/indices.md" not in text  # a file the reader of the report does not have
+    defs = _section(text, "definitions")
+    for term in ("Mood balance (valence)", "Expressiveness", "Departure", "z", "Baseline"):
+        assert f"<dt>{term}" in defs, term
+    for jargon in ("P(pos) − P(neg)", "TV distance", "det score"):
+        assert jargon not in text, jargon
+    footer = text.split("<footer>")[1]
+    assert "{" not in footer  # words, not raw JSON
+    for fact in ("fervid", "model sha256", "processing settings hash", "0123456789abcdef",
+                 "session dates", "2024-05-06 to 2024-06-10"):  # fmt: skip
+        assert fact in footer, fact
+    # z is printed under each judged value, not only in a tooltip
+    p017 = _section(text, "subject-P017")
+    assert re.search(r'<td class="dep">-0\.50 ▼<span class="z">z -7\.0</span>', p017)
 
 
 def test_rebuild_reuses_figures_and_drops_stale_ones(
@@ -128,6 +160,7 @@ def test_embedded_images_make_one_file(dataset: Path, tmp_path: Path) -> None:
     for src in srcs:
         assert src.startswith("data:image/png;base64,")
         assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in (tmp_path / "e").iterdir()) == ["index.html"]  # no figures/
 
 
 def test_file_layout_report(tmp_path: Path) -> None:
@@ -138,3 +171,98 @@ def test_file_layout_report(tmp_path: Path) -> None:
     out = build_report(tmp_path / "results.parquet", tmp_path / "report", subject="P020")
     assert len(_figures(out)) == 2
     assert all(p.stat().st_size > 15_000 for p in _figures(out))
+
+
+# --------------------------------------------------------------------------- what it says
+def test_recordings_without_subject_are_unassigned_not_a_trend(tmp_path: Path) -> None:
+    """Seven people recorded without --id-pattern: no "indices across sessions" figure,
+    a list of unassigned recordings, and a header that agrees with the body."""
+    f, s, v = [], [], []
+    for i in range(7):
+        fi, si, vi = session(f"person-{i}", None, None, ["happy"] * 4 + ["sad"] * (i + 8),
+                             interval=2.0)  # fmt: skip
+        f, s, v = f + fi, s + si, v + vi
+    out = build_report(write_dataset(tmp_path / "ds", f, s, v), tmp_path / "r")
+    text = out.read_text()
+    assert not any(p.name.startswith("trend_") for p in _figures(out))
+    assert "indices across sessions" not in text and "<nav>" not in text
+    assert "subjects with analysed sessions: 0" in text and "unassigned recordings: 7" in text
+    unassigned = _section(text, "unassigned")
+    assert all(f"undated_person-{i}.mp4" in unassigned for i in range(7))
+    assert "processed without --id-pattern" in unassigned
+    assert "Nothing could be judged" in _section(text, "verdict")
+
+
+def test_no_usable_session_is_not_an_all_clear(tmp_path: Path) -> None:
+    """Every session too short to judge: the headline says nothing could be judged."""
+    f, s, v = [], [], []
+    for i in range(5):  # 4 frames of 0.5 s: 2 s of face, below the 10 s needed
+        fi, si, vi = session(f"short-{i}", "P001", D0 + dt.timedelta(days=7 * i), ["happy"] * 4)
+        f, s, v = f + fi, s + si, v + vi
+    text = build_report(write_dataset(tmp_path / "ds", f, s, v), tmp_path / "r").read_text()
+    verdict = _section(text, "verdict")
+    assert 'class="verdict nothing_judged"' in text
+    assert "Nothing could be judged" in verdict and "not an all-clear" in verdict
+    assert "baseline not established (needs 3 usable sessions, has 0)" in verdict
+    assert "No session departs" not in text and "No departures" not in text
+
+
+def test_id_pattern_mismatch_is_warned_about(tmp_path: Path) -> None:
+    f, s, v = _dataset_rows()
+    fi, si, vi = session("stray", None, None, ["neutral"] * 30, interval=2.0)
+    vi[0] |= {"path": "P002/2026-01-27_b.mov", "file_name": "2026-01-27_b.mov",
+              "id_pattern_matched": False}  # fmt: skip
+    text = build_report(write_dataset(tmp_path / "ds", f + fi, s + si, v + vi),
+                        tmp_path / "r").read_text()  # fmt: skip
+    warning = text.split('<section class="warning">')[1].split("</section>")[0]
+    assert "1 path does not match --id-pattern" in warning
+    assert "<code>P002/2026-01-27_b.mov</code>" in warning
+    assert "path does not match --id-pattern" in _section(text, "unassigned")
+
+
+def test_data_and_captions_are_escaped(tmp_path: Path) -> None:
+    """A file name or title holding markup is shown as text, never run."""
+    evil = "<script>alert(1)</script>"
+    f, s, v = [], [], []
+    for i, labels in enumerate(PLANS["P017"][:2]):
+        fi, si, vi = session(f"x{i}", "P017", D0 + dt.timedelta(days=7 * i), labels,
+                             interval=2.0)  # fmt: skip
+        vi[0]["file_name"] = f"{evil}{i}.mp4"
+        f, s, v = f + fi, s + si, v + vi
+    v.append(video_row("bad", subject=f"<b>{evil}</b>", status="failed", duration_s=None))
+    text = build_report(write_dataset(tmp_path / "ds", f, s, v), tmp_path / "r",
+                        title=f"report {evil}").read_text()  # fmt: skip
+    assert "<script" not in text.lower() and "<b>" not in text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;0.mp4" in text  # in the tables and captions
+    assert re.search(r"<figcaption>&lt;script&gt;alert\(1\)&lt;/script&gt;0\.mp4: ", text)
+
+
+def test_emotion_panels_share_one_scale() -> None:
+    import pandas as pd
+
+    tr = pd.DataFrame({"index": ["share_happy", "share_sad", "valence"],
+                       "value": [0.42, 0.07, -0.9]})  # fmt: skip
+    assert _share_top(tr) == 50.0  # the largest share, 42 %, rounded up to 10
+    assert _share_top(tr.iloc[2:]) == 10.0
+
+
+# --------------------------------------------------------------------------- in a browser
+@pytest.mark.skipif(
+    not CHROMIUM.exists(),
+    reason=f"{CHROMIUM} not installed (apt-get install -y chromium): the layout check at "
+    "1280 and 390 px needs a headless browser",
+)
+def test_report_layout_in_headless_chromium(tmp_path: Path) -> None:
+    """scripts/screenshot_report.py's checks: at 1280 px every table fits (no columns cut
+    off behind a scroll) and no page-level horizontal scroll at 1280 or 390 px; every
+    figure loads and fits; both screenshots are written at their width."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from screenshot_report import WIDTHS, check_report, write_synthetic_dataset
+
+    html = build_report(write_synthetic_dataset(tmp_path / "data"), tmp_path / "report")
+    found, problems = check_report(html, tmp_path, chromium=str(CHROMIUM))
+    assert problems == []
+    for width in WIDTHS:
+        assert found[width]["viewport"] == width
+        assert len(found[width]["tables"]) >= 5 and len(found[width]["images"]) >= 10
+        assert _png_size(tmp_path / f"screenshot-{width}.png")[0] == width

@@ -1,20 +1,28 @@
-"""A self-contained HTML report of a fervid output: summaries, trends and timelines.
+"""A self-contained HTML report of a fervid output: verdict, baselines, trends, timelines.
 
-:func:`build_report` writes ``<report_dir>/index.html`` and PNG figures under
-``<report_dir>/figures/``:
+:func:`build_report` renders ``templates/report.html.j2`` (Jinja2, autoescape on: every
+value from the data is escaped by the template, never pasted into markup) into
+``<report_dir>/index.html``, with PNG figures:
 
-- ``timeline_<video>_<key>.png`` per analysed recording: the patient face's stacked
-  smoothed probabilities over time, its emotion segments as a coloured ribbon, and the
-  spans without that face hatched grey;
 - ``trend_<subject>_<key>.png`` per subject: every followed index across sessions with
   its baseline band (baseline mean ± threshold × max(SD, floor)), rolling mean, and
-  departures circled.
+  departures circled; the per-emotion panels share one y-range so that their heights
+  compare;
+- ``timeline_<video>_<key>.png`` per analysed recording of a subject: the patient
+  face's stacked smoothed probabilities over time, its emotion segments as a ribbon,
+  and the spans without that face hatched grey.
 
-The page needs no network: CSS is inline and figures are relative files next to it
-(or embedded as base64 with ``embed_images=True``). ``<key>`` is a hash of what a figure
-shows, so a nightly refresh redraws only the figures whose data changed, and figures no
-longer referenced are removed. Figures are drawn with matplotlib's object API (no
-pyplot state), Agg renderer.
+The page leads with a :class:`~fervid.longitudinal.trends.Verdict` (departures / no
+departures among judged sessions / nothing could be judged) and each subject's baseline
+status; recordings without a subject are listed as *unassigned* and form no trend.
+Definitions of every number and a provenance footer (fervid version, model, settings
+hash, the data's dates) are part of the page.
+
+The page needs no network: CSS is inline and figures are relative files under
+``figures/``, or, with ``embed_images=True``, inlined as base64 so that ``index.html``
+is the only file written. ``<key>`` is a hash of what a figure shows, so a nightly
+refresh redraws only the figures whose data changed, and figures no longer referenced
+are removed. Figures are drawn with matplotlib's object API (no pyplot state), Agg.
 """
 
 from __future__ import annotations
@@ -22,49 +30,64 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
-import html
+import io
 import itertools
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+import struct
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.dataset as ds
-import pyarrow.parquet as pq
 
 from fervid import __version__
 from fervid.longitudinal.colors import emotion_color
 from fervid.longitudinal.missing import is_missing
 from fervid.longitudinal.summary import (
     FALLBACK_INTERVAL_S,
+    NEGATIVE_EMOTIONS,
+    POSITIVE_EMOTIONS,
     RULE_NO_FACE,
     RULE_OVERRIDE,
     IndexSettings,
-    _read_table,
     class_names_of,
-    summarize_dir,
+    id_pattern_warnings,
+    load_sessions,
+    unassigned_recordings,
 )
 from fervid.longitudinal.trends import (
     TrendSettings,
+    baseline_status,
     default_indices,
-    index_label,
     trends_with,
     value_format,
+    verdict,
+    verdict_text,
 )
 from fervid.output.atomic import atomic_path, write_text
-from fervid.output.schema import FRAMES, SEGMENTS, STATUS_OK, VIDEOS, share_col, smooth_col
-from fervid.output.store import Layout, layout_of, output_paths, parts_root
+from fervid.output.schema import (
+    ANALYSED_STATUSES,
+    FRAMES,
+    META_MODEL_SHA256,
+    META_SETTINGS,
+    SEGMENTS,
+    VIDEOS,
+    share_col,
+    smooth_col,
+)
+from fervid.output.store import read_results
 
 REPORT_FILE = "index.html"
 FIGURES_DIR = "figures"
+TEMPLATES = Path(__file__).with_name("templates")
 #: Part of every figure's cache key: bump it when the drawing code changes.
-RENDER_VERSION = "1"
+RENDER_VERSION = "2"
+#: The shipped model's file name, shown when the run used the default model.
+DEFAULT_MODEL_NAME = "fervid-mobilenetv2-fer.safetensors (shipped default)"
 
 _ABSENT_FACE = "#f1f1f1"
 _ABSENT_EDGE = "#b0b0b0"
@@ -81,6 +104,108 @@ _RC = {
 }
 
 
+# --------------------------------------------------------------------------- words
+#: index -> (title, unit, definition): what a reader sees instead of column names.
+_INDEX_WORDS: dict[str, tuple[str, str, str]] = {
+    "valence": (
+        "Mood balance (valence)",
+        "−1 to +1",
+        "Positive minus negative expression: the time-weighted mean of P(happy) minus "
+        "P(angry, disgust, fear or sad). +1: only happy; −1: only negative expressions; 0: "
+        "neutral, or positive and negative in balance (see the emotion shares).",
+    ),
+    "expressivity": (
+        "Expressiveness",
+        "0 to 0.86",
+        "How far the expression moves away from the session's own average expression, "
+        "moment by moment (mean total-variation distance between probability vectors). 0: "
+        "the face keeps one expression all session, whichever it is.",
+    ),
+    "valence_sd": (
+        "Mood swings (valence SD)",
+        "0 to 1",
+        "How much the mood balance varies within the session: the standard deviation of "
+        "moment-to-moment valence.",
+    ),
+    "positive_affect": (
+        "Positive expression",
+        "0 to 1",
+        "Mean probability of a positive expression (" + ", ".join(POSITIVE_EMOTIONS) + ").",
+    ),
+    "negative_affect": (
+        "Negative expression",
+        "0 to 1",
+        "Mean probability of a negative expression (" + ", ".join(NEGATIVE_EMOTIONS) + ").",
+    ),
+    "positive_share": ("Positive time", "% of face time", "Share of time labelled positive."),
+    "negative_share": ("Negative time", "% of face time", "Share of time labelled negative."),
+}
+
+
+def index_title(index: str) -> str:
+    """Plain-language name of an index: ``share_happy`` -> ``happy (% of time)``."""
+    if index.startswith("share_"):
+        return f"{index.removeprefix('share_')} (% of time)"
+    if index.startswith("mean_smooth_"):
+        return f"P({index.removeprefix('mean_smooth_')}), mean"
+    return _INDEX_WORDS.get(index, (index, "", ""))[0]
+
+
+def index_unit(index: str) -> str:
+    if index.startswith("share_"):
+        return "% of the time the face was visible"
+    if index.startswith("mean_smooth_"):
+        return "probability, 0 to 1"
+    return _INDEX_WORDS.get(index, ("", "", ""))[1]
+
+
+def _short_title(index: str) -> str:
+    """Column header: ``happy %``, ``Mood balance``."""
+    if index.startswith("share_"):
+        return f"{index.removeprefix('share_')} %"
+    return index_title(index).split(" (")[0]
+
+
+def _definitions(indices: Sequence[str], settings: TrendSettings) -> list[dict[str, str]]:
+    """The glossary shown in the report: every column and rule in plain words."""
+    defs = []
+    for idx in indices:
+        if idx.startswith("share_"):
+            continue
+        title, unit, text = _INDEX_WORDS.get(idx, (idx, "", ""))
+        defs.append({"term": f"{title} ({unit})" if unit else title, "text": text})
+    defs += [
+        {"term": "<emotion> %", "text": "Share of the time the patient face was visible that "
+         "the classifier labelled that emotion (after smoothing over time)."},
+        {"term": "Face visible (s, %)", "text": "Seconds the patient face was detected, and "
+         "the share of sampled frames it was in."},
+        {"term": "Detector confidence (0 to 1)", "text": "Mean score of the face detector on "
+         "the patient face; low values mean small, dim or turned faces."},
+        {"term": "Patient face", "text": "The face present longest in the recording, unless "
+         "an override names another (\"k of n\": face k of n faces seen)."},
+        {"term": "Usable session", "text": f"The patient face was visible at least "
+         f"{settings.min_face_s:g} s. Other sessions are shown but never judged."},
+        {"term": "Baseline", "text": _baseline_rule(settings) + " Its mean and standard "
+         "deviation (SD) are the subject's own reference."},
+        {"term": "z", "text": "(value − baseline mean) / max(baseline SD, "
+         f"{settings.sd_floor:g}): distance from the baseline in baseline SDs."},
+        {"term": "Departure", "text": f"A usable session after the baseline with |z| > "
+         f"{settings.threshold:g}. With only a few baseline sessions chance departures are "
+         "common: read one as 'look at this session', and confirm it in its timeline."},
+        {"term": "Rolling mean", "text": f"Mean of the usable values among the last "
+         f"{settings.window} sessions."},
+    ]  # fmt: skip
+    return defs
+
+
+def _baseline_rule(settings: TrendSettings) -> str:
+    if settings.baseline_dates is not None:
+        first, last = settings.baseline_dates
+        return f"The subject's usable sessions dated {first} to {last} (at least 2)."
+    return f"The subject's first {settings.baseline_n} usable sessions."
+
+
+# --------------------------------------------------------------------------- build
 def build_report(
     results: Path,
     report_dir: Path,
@@ -97,81 +222,304 @@ def build_report(
     """Write the report of the fervid output ``results`` (``dir/`` or ``results.parquet``)
     into ``report_dir``; return the path of ``index.html``.
 
-    ``sessions``: a sessions table already computed (else :func:`summarize_dir` with
-    ``patient_override`` and ``index_settings``). ``subject``: only this subject.
-    ``indices``: the indices to follow (default: valence, expressivity, each share).
+    ``sessions``: a sessions table already computed (else
+    :func:`~fervid.longitudinal.summary.load_sessions` with ``patient_override`` and
+    ``index_settings``). ``subject``: only this subject. ``indices``: the indices to
+    follow (default: valence, expressivity, each share). ``embed_images``: inline the
+    figures; ``index.html`` is then the only file written.
     """
     results, report_dir = Path(results), Path(report_dir)
     index_settings = index_settings if index_settings is not None else IndexSettings()
     trend_settings = trend_settings if trend_settings is not None else TrendSettings()
-    videos = _read_table(results, VIDEOS).to_pandas()
+    videos_tbl = read_results(results, VIDEOS)
     if sessions is None:
-        sessions = summarize_dir(results, patient_override, settings=index_settings)
-    sdf = sessions.to_pandas()
+        sessions = load_sessions(results, patient_override, settings=index_settings)
+    videos, sdf = _plain(videos_tbl.to_pandas()), _plain(sessions.to_pandas())
     if subject is not None:
         sdf = sdf.loc[sdf["subject"] == subject]
         videos = videos.loc[videos["subject"] == subject]
     index_cols = tuple(indices) if indices is not None else default_indices(sessions)
     classes = class_names_of(sessions, "share_")
     patients = sdf.loc[sdf["is_patient"].astype(bool)]
-    analysed = patients.loc[patients["status"] == STATUS_OK]
-    trends = (
-        trends_with(analysed, trend_settings, indices=index_cols).to_pandas()
-        if not analysed.empty
-        else None
-    )
+    analysed = patients.loc[patients["status"].isin([str(s) for s in ANALYSED_STATUSES])]
+    assigned = analysed.loc[analysed["subject"].notna()]
+    trends_tbl = trends_with(assigned, trend_settings, indices=index_cols)
+    trends = _plain(trends_tbl.to_pandas())
 
-    fig_dir = report_dir / FIGURES_DIR
-    fig_dir.mkdir(parents=True, exist_ok=True)
-    page = _Page(title=title, embed=embed_images)
-    page.header(results, videos, analysed)
-    page.caveats(trend_settings)
-    departures = trends.loc[_is_true(trends["departure"])] if trends is not None else None
-    page.departures(departures)
-
-    subjects = sorted(analysed["subject"].dropna().unique().tolist())
-    if analysed["subject"].isna().any():
-        subjects.append(None)
-    page.nav(subjects)
-    for subj in subjects:
-        mine = (
-            analysed.loc[analysed["subject"].isna()]
-            if subj is None
-            else analysed.loc[analysed["subject"] == subj]
-        )
-        tr = (
-            trends.loc[trends["subject"].isna()]
-            if subj is None
-            else trends.loc[trends["subject"] == subj]
-        )
+    figures = _Figures(report_dir / FIGURES_DIR, embed=embed_images)
+    status = {b.subject: b for b in baseline_status(trends_tbl)}
+    subjects = []
+    for subj in sorted(assigned["subject"].unique().tolist()):
+        tr = trends.loc[trends["subject"] == subj]
         order = tr.drop_duplicates("video_id").sort_values("session_number")
+        mine = assigned.loc[assigned["subject"] == subj]
         mine = mine.set_index("video_id").loc[order["video_id"]].reset_index()
         faces = sdf.loc[sdf["video_id"].isin(mine["video_id"])]
-        trend_png = _draw_cached(
-            fig_dir, "trend", str(subj), _trend_key(tr, trend_settings),
-            lambda path, tr=tr, subj=subj: _save(_trend_figure(tr, index_cols, trend_settings,
-                                                               subj), path),
+        trend_fig = figures.get(
+            "trend", str(subj), _trend_key(tr, trend_settings),
+            lambda tr=tr, subj=subj: _trend_figure(tr, index_cols, trend_settings, subj),
+            alt=f"Indices of {subj} across sessions",
+            caption=_trend_caption(trend_settings),
         )  # fmt: skip
-        timelines = []
-        for s in mine.to_dict("records"):
-            png = _draw_cached(
-                fig_dir, "timeline", _txt(s["file_name"], s["video_id"]),
-                _timeline_key(s, classes),
-                lambda path, s=s: _save(_timeline_figure(results, s, classes), path),
-            )  # fmt: skip
-            timelines.append((s, png))
-        page.subject(
-            subj, mine, faces, tr, trend_png, timelines, index_cols, classes, trend_settings
+        timelines = [
+            figures.get(
+                "timeline", _txt(s["file_name"], s["video_id"]), _timeline_key(s, classes),
+                lambda s=s: _timeline_figure(results, s, classes),
+                alt=f"Emotion timeline of {_txt(s['file_name'], s['video_id'])}",
+                caption=f"{_txt(s['file_name'], s['video_id'])}: stacked smoothed "
+                "probabilities of the patient face over time; the ribbon below shows the "
+                "emotion segments; hatched grey: face not detected.",
+            )
+            for s in mine.to_dict("records")
+        ]  # fmt: skip
+        subjects.append(
+            _subject_context(subj, mine, faces, tr, index_cols, classes, trend_settings)
+            | {"baseline": status[subj].describe(), "trend": trend_fig, "timelines": timelines}
         )
-    page.not_analysed(videos)
-    page.footer(trend_settings, sessions)
 
+    context = {
+        "title": title,
+        "css": (TEMPLATES / "report.css").read_text(encoding="utf-8"),
+        "generated": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "source": str(results),
+        "counts": _status_counts(videos),
+        "n_subjects": len(subjects),
+        "n_unassigned": len(unassigned_recordings(patients)),
+        "verdict": {"kind": str(verdict(trends_tbl)), "text": verdict_text(trends_tbl)},
+        "baselines": [
+            {"subject": b.subject, "anchor": _anchor(b.subject), "text": b.describe()}
+            for b in status.values()
+        ],
+        "warnings": _warnings(patients),
+        "settings_text": "Flags — " + trend_settings.describe(),
+        "threshold": f"{trend_settings.threshold:g}",
+        "departure_head": _head(
+            ["subject", "date", "recording", "index", "value", "baseline mean ± SD", "change", "z"],
+            left=range(4),
+        ),
+        "departures": _departure_rows(trends),
+        "subjects": subjects,
+        "unassigned_head": _head(
+            ["recording", "status", "why no subject", "face visible s", "dominant", "Mood balance"],
+            left=(0, 1, 2, 4),
+        ),
+        "unassigned": _unassigned_rows(patients),
+        "not_analysed_head": _head(["subject", "recording", "status", "reason"], left=range(4)),
+        "not_analysed": _not_analysed_rows(videos),
+        "definitions": _definitions(index_cols, trend_settings),
+        "provenance": _provenance(videos_tbl, videos, sessions, index_settings, trend_settings),
+    }
+    html = _environment().get_template("report.html.j2").render(context)
+    report_dir.mkdir(parents=True, exist_ok=True)
     out = report_dir / REPORT_FILE
-    write_text(out, page.render())
-    for p in fig_dir.glob("*.png"):  # figures of an older report that this one no longer shows
-        if p.name not in page.figures and re.match(r"(timeline|trend)_.*\.png$", p.name):
-            p.unlink(missing_ok=True)
+    write_text(out, html)
+    figures.remove_stale()
     return out
+
+
+def _environment() -> Any:
+    import jinja2
+
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=True,  # data (file names, subjects, errors, captions) is never markup
+        undefined=jinja2.StrictUndefined,  # a misspelt field fails the build, not the page
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def _plain(df: pd.DataFrame) -> pd.DataFrame:
+    """Categorical (dictionary) columns as plain objects: comparisons and groupbys then
+    behave as for strings."""
+    cats = [c for c in df.columns if isinstance(df[c].dtype, pd.CategoricalDtype)]
+    return df.astype({c: object for c in cats}) if cats else df
+
+
+# --------------------------------------------------------------------------- context
+def _head(names: Sequence[str], *, left: Sequence[int] = ()) -> list[dict[str, str]]:
+    """Header cells; columns at positions ``left`` are left-aligned (text, not numbers)."""
+    return [{"text": n, "cls": "l" if i in left else "", "title": ""} for i, n in enumerate(names)]
+
+
+def _c(text: Any, cls: str = "", *, z: str = "", title: str = "", badges=()) -> dict:
+    return {"text": "—" if text is None else str(text), "cls": cls, "z": z, "title": title,
+            "badges": list(badges)}  # fmt: skip
+
+
+def _status_counts(videos: pd.DataFrame) -> str:
+    counts = videos["status"].astype(str).value_counts().to_dict() if len(videos) else {}
+    return ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none"
+
+
+def _warnings(patients: pd.DataFrame) -> list[dict[str, Any]]:
+    lines = id_pattern_warnings(patients)
+    if not lines:
+        return []
+    return [{"text": lines[0], "paths": [ln.strip() for ln in lines[1:]]}]
+
+
+def _scale(index: str) -> tuple[float, str]:
+    """(factor, format) of an index's displayed value: shares in percent."""
+    if index.startswith("share_") or index in ("positive_share", "negative_share"):
+        return 100.0, "{:.0f}"
+    return 1.0, value_format(index)
+
+
+def _departure_rows(trends: pd.DataFrame) -> list[dict]:
+    dep = trends.loc[_is_true(trends["departure"])]
+    rows = []
+    for r in dep.sort_values(["subject", "session_number", "index"]).to_dict("records"):
+        k, f = _scale(r["index"])
+        sd = ("{:.0f}" if k == 100.0 else "{:.2f}").format(r["baseline_sd"] * k)
+        delta = "{:+.0f}" if k == 100.0 else "{:+.2f}"
+        rows.append({"cls": "", "cells": [
+            _c(r["subject"], "l"), _c(_txt(r["session_date"]), "l"),
+            _c(_txt(r["file_name"], r["video_id"]), "l name"), _c(index_title(r["index"]), "l"),
+            _c(f.format(r["value"] * k) + (" ▲" if r["change"] > 0 else " ▼"), "dep"),
+            _c(f"{f.format(r['baseline_mean'] * k)} ± {sd}"),
+            _c(delta.format(r["change"] * k)), _c(f"{r['z']:+.1f}"),
+        ]})  # fmt: skip
+    return rows
+
+
+def _subject_context(
+    subj: str,
+    mine: pd.DataFrame,
+    faces: pd.DataFrame,
+    tr: pd.DataFrame,
+    indices: Sequence[str],
+    classes: tuple[str, ...],
+    settings: TrendSettings,
+) -> dict[str, Any]:
+    """The two tables of one subject: data quality, and indices with their z. Two narrow
+    tables rather than one wide one: the page fits 1280 px without a horizontal scroll."""
+    flags = {(r["video_id"], r["index"]): r for r in tr.to_dict("records")}
+    number = {r["video_id"]: r["session_number"] for r in tr.to_dict("records")}
+    n_faces = faces.groupby("video_id")["face_id"].count().to_dict()
+    shown = [*[c for c in indices if not c.startswith("share_")],
+             *[c for c in ("valence_sd",) if c not in indices],
+             *[share_col(c) for c in classes]]  # fmt: skip
+    quality, values = [], []
+    for s in mine.to_dict("records"):
+        vid = s["video_id"]
+        low = not (_num(s["face_present_s"]) or 0.0) >= settings.min_face_s
+        base = any(bool(flags.get((vid, c), {}).get("in_baseline")) for c in indices)
+        cls = "low" if low else ("base" if base else "")
+        badges = []
+        if low:
+            no_face = s["patient_rule"] == RULE_NO_FACE
+            badges.append({"cls": "low", "text": "no face" if no_face else "low face time"})
+        if base:
+            badges.append({"cls": "base", "text": "baseline"})
+        if s["patient_rule"] == RULE_NO_FACE:
+            who = "none found"
+        else:
+            rule = "override" if s["patient_rule"] == RULE_OVERRIDE else "longest"
+            who = f"{int(s['face_id'])} of {n_faces.get(vid, 1)} · {rule}"
+        num, date = number.get(vid, ""), _txt(s["session_date"])
+        quality.append({"cls": cls, "cells": [
+            _c(num), _c(date, "l"), _c(_txt(s["file_name"], vid), "l name", badges=badges),
+            _c(_fmt(s["face_present_s"], "{:.0f}")),
+            _c(_fmt(_pct(s["face_present_ratio"]), "{:.0f}")),
+            _c(_fmt(s["mean_det_score"], "{:.2f}")), _c(who, "l"),
+            _c(_txt(s["dominant_emotion"]), "l"),
+        ]})  # fmt: skip
+        cells = [_c(num), _c(date, "l")]
+        for c in shown:
+            k, f = _scale(c)
+            v = _num(s.get(c))
+            r = flags.get((vid, c))
+            z = _num(r.get("z")) if r is not None and not r.get("in_baseline") else None
+            ztxt = "" if z is None else f"z {z:+.1f}"
+            if r is not None and r.get("departure") is True:
+                arrow = " ▲" if z is not None and z > 0 else " ▼"
+                cells.append(_c(f.format(v * k) + arrow, "dep", z=ztxt))
+            else:
+                cells.append(_c(None if v is None else f.format(v * k), z=ztxt))
+        values.append({"cls": cls, "cells": cells})
+    quality_names = ["#", "date", "recording", "face visible s", "face visible %",
+                     "detector confidence", "patient face", "dominant"]  # fmt: skip
+    return {
+        "name": subj,
+        "anchor": _anchor(subj),
+        "quality_head": _head(quality_names, left=(1, 2, 6, 7)),
+        "quality_rows": quality,
+        "index_head": _head(["#", "date", *[_short_title(c) for c in shown]], left=(1,)),
+        "index_rows": values,
+    }
+
+
+def _unassigned_rows(patients: pd.DataFrame) -> list[dict]:
+    rows = []
+    for r in unassigned_recordings(patients).to_dict("records"):
+        rows.append({"cls": "", "cells": [
+            _c(r["path"], "l name"), _c(r["status"], "l"), _c(r["reason"], "l"),
+            _c(_fmt(r.get("face_present_s"), "{:.0f}")), _c(_txt(r.get("dominant_emotion")), "l"),
+            _c(_fmt(r.get("valence"), value_format("valence"))),
+        ]})  # fmt: skip
+    return rows
+
+
+def _not_analysed_rows(videos: pd.DataFrame) -> list[dict]:
+    if not len(videos):
+        return []
+    bad = videos.loc[~videos["status"].isin([str(s) for s in ANALYSED_STATUSES])]
+    rows = []
+    for r in bad.sort_values("path").to_dict("records"):
+        reason = _txt(r.get("error"), "")
+        if _present(r.get("duplicate_of")):
+            reason = f"duplicate of {r['duplicate_of']} (analysed there)"
+        rows.append({"cls": "", "cells": [
+            _c(_txt(r["subject"]), "l"), _c(r["path"], "l name"), _c(r["status"], "l"),
+            _c(reason, "l"),
+        ]})  # fmt: skip
+    return rows
+
+
+def _provenance(
+    videos_tbl: pa.Table,
+    videos: pd.DataFrame,
+    sessions: pa.Table,
+    index_settings: IndexSettings,
+    trend_settings: TrendSettings,
+) -> list[tuple[str, str]]:
+    """Footer lines: what made these numbers, in words rather than raw JSON."""
+    meta = videos_tbl.schema.metadata or {}
+    run = json.loads(meta.get(META_SETTINGS, b"{}") or b"{}")
+    model_path = (run.get("classify") or {}).get("model_path")
+    analysed = videos.loc[videos["status"].isin([str(s) for s in ANALYSED_STATUSES])]
+    shas = sorted({str(x) for x in analysed.get("model_sha256", pd.Series()) if _present(x)})
+    shas = shas or ([meta[META_MODEL_SHA256].decode()] if META_MODEL_SHA256 in meta else [])
+    hashes = sorted({str(x) for x in analysed["settings_hash"] if _present(x)})
+    versions = sorted({str(x) for x in analysed["fervid_version"] if _present(x)})
+    dates = pd.to_datetime(analysed["session_date"]).dropna()
+    done = pd.to_datetime(analysed["processed_at"], utc=True).dropna()
+    return [
+        ("report made by", f"fervid {__version__}"),
+        ("recordings processed by", ", ".join(f"fervid {v}" for v in versions) or "—"),
+        ("model", Path(model_path).name if model_path else DEFAULT_MODEL_NAME),
+        ("model sha256", ", ".join(shas) or "—"),
+        ("processing settings hash", (", ".join(hashes) or "—")
+         + (" (several: compare only sessions with the same hash)" if len(hashes) > 1 else "")),
+        ("session dates", _range(dates, "%Y-%m-%d")),
+        ("processed", _range(done, "%Y-%m-%d %H:%M UTC")),
+        ("indices", f"surprise counted as positive: {index_settings.surprise_weight:g} "
+         f"(0: neither positive nor negative); sessions table {_sessions_id(sessions)}"),
+        ("flags", trend_settings.describe()),
+    ]  # fmt: skip
+
+
+def _range(ts: pd.Series, fmt: str) -> str:
+    if ts.empty:
+        return "—"
+    lo, hi = ts.min().strftime(fmt), ts.max().strftime(fmt)
+    return lo if lo == hi else f"{lo} to {hi}"
+
+
+def _sessions_id(sessions: pa.Table) -> str:
+    key = (sessions.schema.metadata or {}).get(b"fervid.sessions_key")
+    return f"key {key.decode()[:12]}" if key else "computed in memory"
 
 
 # --------------------------------------------------------------------------- figures: files
@@ -195,32 +543,48 @@ def _trend_key(tr: pd.DataFrame, settings: TrendSettings) -> str:
     return _key([tr.astype(str).to_dict("records"), settings.to_json()])
 
 
-def _draw_cached(fig_dir: Path, kind: str, name: str, key: str, draw: Any) -> Path:
-    path = fig_dir / f"{kind}_{_safe(name)}_{key}.png"
-    if not path.exists():
-        draw(path)
-    return path
+class _Figures:
+    """Figures of one report: cached PNG files under ``fig_dir`` named by what they show,
+    or (``embed``) PNG bytes inlined as data URIs with nothing written to disk."""
+
+    def __init__(self, fig_dir: Path, *, embed: bool) -> None:
+        self.fig_dir, self.embed = fig_dir, embed
+        self.used: set[str] = set()
+
+    def get(
+        self, kind: str, name: str, key: str, draw: Callable[[], Any], *, alt: str, caption: str
+    ) -> dict[str, Any]:
+        if self.embed:
+            buf = io.BytesIO()
+            _savefig(draw(), buf)
+            data = buf.getvalue()
+            src = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+        else:
+            path = self.fig_dir / f"{kind}_{_safe(name)}_{key}.png"
+            if not path.exists():
+                self.fig_dir.mkdir(parents=True, exist_ok=True)
+                with atomic_path(path) as tmp:
+                    _savefig(draw(), tmp)
+            self.used.add(path.name)
+            data = path.read_bytes()[:24]
+            src = f"{FIGURES_DIR}/{path.name}"
+        width, height = struct.unpack(">II", data[16:24])  # the PNG header's IHDR
+        return {"src": src, "alt": alt, "caption": caption, "width": width, "height": height}
+
+    def remove_stale(self) -> None:
+        """Remove figures of an older report that this one no longer shows."""
+        if self.embed or not self.fig_dir.is_dir():
+            return
+        for p in self.fig_dir.glob("*.png"):
+            if p.name not in self.used and re.match(r"(timeline|trend)_.*\.png$", p.name):
+                p.unlink(missing_ok=True)
 
 
-def _save(fig: Any, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None})
+def _savefig(fig: Any, dest: Any) -> None:
+    fig.savefig(dest, format="png", dpi=100, metadata={"Software": None})
 
 
 # --------------------------------------------------------------------------- figures: timeline
-def _video_rows(results: Path, table: str, video_id: str, columns: list[str]) -> pa.Table:
-    """One video's rows: its part file (both layouts keep one), else a filtered read."""
-    part = parts_root(results) / table / f"{video_id}.parquet"
-    if part.exists():
-        return pq.read_table(part, columns=columns)
-    path = output_paths(results)[table] if layout_of(results) is Layout.FILE else None
-    if path is None or not path.exists():
-        return pa.table({c: [] for c in columns})
-    return ds.dataset(path, format="parquet").to_table(
-        columns=columns, filter=pc.field("video_id") == video_id
-    )
-
-
 def _timeline_figure(results: Path, s: Mapping[str, Any], classes: tuple[str, ...]) -> Any:
     """Figure of one session's patient face: (n, C) smoothed probabilities stacked over
     time, segments ribbon below, face-absent spans hatched."""
@@ -235,14 +599,15 @@ def _timeline_figure(results: Path, s: Mapping[str, Any], classes: tuple[str, ..
     spans: list[tuple[float, float, str]] = []
     if not is_missing(face):
         cols = ["face_id", "timestamp_s", *[smooth_col(c) for c in classes]]
-        f = _video_rows(results, FRAMES, s["video_id"], cols).to_pandas()
+        vid = s["video_id"]
+        f = read_results(results, FRAMES, columns=cols, video_id=vid, missing_ok=True)
+        f = f.to_pandas()
         f = f.loc[f["face_id"] == int(face)].sort_values("timestamp_s")
         t = f["timestamp_s"].to_numpy(np.float64)
         probs = f[[smooth_col(c) for c in classes]].to_numpy(np.float64)
-        g = _video_rows(
-            results, SEGMENTS, s["video_id"], ["face_id", "start_s", "end_s", "emotion"]
-        )
-        g = g.to_pandas()
+        seg_cols = ["face_id", "start_s", "end_s", "emotion"]
+        g = read_results(results, SEGMENTS, columns=seg_cols, video_id=vid, missing_ok=True)
+        g = _plain(g.to_pandas())
         g = g.loc[g["face_id"] == int(face)]
         spans = list(zip(g["start_s"], g["end_s"], g["emotion"], strict=True))
     duration = _num(s.get("video_duration_s")) or (float(t[-1]) + dt_s if len(t) else 1.0)
@@ -333,28 +698,12 @@ def _absent_spans(t: np.ndarray, dt_s: float, duration: float) -> list[tuple[flo
 
 
 # --------------------------------------------------------------------------- figures: trends
-def _index_axis_label(index: str) -> str:
-    if index.startswith("share_"):
-        return "% of face-present time"
-    return {
-        "valence": "P(pos) − P(neg), −1…1",
-        "expressivity": "mean TV distance, 0…1",
-        "valence_sd": "SD of valence, 0…1",
-        "positive_affect": "mean P(positive), 0…1",
-        "negative_affect": "mean P(negative), 0…1",
-    }.get(index, index)
-
-
-def _index_color(index: str) -> str:
-    if index.startswith("share_"):
-        return emotion_color(index.removeprefix("share_"))
-    return "#222222"
-
-
 def _trend_figure(
     tr: pd.DataFrame, indices: Sequence[str], settings: TrendSettings, subject: str | None
 ) -> Any:
-    """Grid of one panel per index: sessions on x (dates when all are dated)."""
+    """Grid of one panel per index: sessions on x (dates when all are dated). The
+    per-emotion panels share one y-range (0 to the largest share, rounded up), so a
+    taller line means more time; the other indices keep their own units."""
     from matplotlib import dates as mdates
     from matplotlib import rc_context
     from matplotlib.figure import Figure
@@ -365,6 +714,7 @@ def _trend_figure(
     nrows = max(1, math.ceil(len(indices) / ncols))
     first = tr.drop_duplicates("video_id").sort_values("session_number")
     dated = bool(len(first)) and first["session_date"].notna().all()
+    share_top = _share_top(tr)
     with rc_context(_RC):
         fig = Figure(figsize=(15, 3.4 * nrows + 1.2), dpi=100, layout="constrained")
         axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True)
@@ -411,12 +761,15 @@ def _trend_figure(
             )
             for xi in x[np.isnan(y)]:  # sessions without a face / value
                 ax.axvline(xi, color="#b0b0b0", linestyle=":", linewidth=1.5)
-            lo, hi = (-1.0, 1.0) if index == "valence" else (0.0, k)
-            y0, y1 = ax.get_ylim()
-            pad = 0.03 * (hi - lo)  # points on the range's edge stay whole
-            ax.set_ylim(max(y0, lo - pad), min(max(y1, lo + 0.05 * (hi - lo)), hi + pad))
-            ax.set_title(index_label(index).replace(" %", ""))
-            ax.set_ylabel(_index_axis_label(index))
+            if index.startswith("share_"):  # one scale for every emotion
+                ax.set_ylim(-0.03 * share_top, 1.03 * share_top)
+            else:
+                lo, hi = (-1.0, 1.0) if index == "valence" else (0.0, k)
+                y0, y1 = ax.get_ylim()
+                pad = 0.03 * (hi - lo)  # points on the range's edge stay whole
+                ax.set_ylim(max(y0, lo - pad), min(max(y1, lo + 0.05 * (hi - lo)), hi + pad))
+            ax.set_title(index_title(index).replace(" (% of time)", ""))
+            ax.set_ylabel(_axis_label(index))
             ax.grid(axis="y", color="#e6e6e6", linewidth=0.8)
             if not np.isfinite(y).any():
                 ax.text(
@@ -462,45 +815,43 @@ def _trend_figure(
                    label="no value (no face)"),
         ]  # fmt: skip
         fig.legend(handles=handles, loc="outside lower center", ncols=4, frameon=False)
-        fig.suptitle(f"{subject if subject is not None else 'No subject'}: indices across sessions")
+        fig.suptitle(f"{subject}: indices across sessions")
     return fig
 
 
-# --------------------------------------------------------------------------- HTML
-_CSS = """
-:root { --fg: #1d1d1f; --muted: #5f6368; --line: #d9d9de; --base: #eef4fb; --dep: #fde2e1;
-        --depfg: #a40000; --low: #fff6d6; }
-* { box-sizing: border-box; }
-body { font: 16px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif;
-       color: var(--fg); margin: 0 auto; max-width: 1320px; padding: 24px 28px 64px; }
-h1 { font-size: 30px; margin: 0 0 4px; } h2 { font-size: 24px; margin: 40px 0 10px;
-  border-bottom: 2px solid var(--line); padding-bottom: 4px; }
-h3 { font-size: 19px; margin: 26px 0 8px; }
-.meta, .muted, figcaption { color: var(--muted); }
-.note { background: #f6f6f8; border-left: 5px solid #8a8f98; padding: 10px 16px; margin: 18px 0; }
-nav a { margin-right: 14px; }
-table { border-collapse: collapse; margin: 8px 0 18px; font-size: 14px; }
-th, td { border-bottom: 1px solid var(--line); padding: 4px 7px; text-align: right;
-         white-space: nowrap; }
-th { background: #f3f3f5; position: sticky; top: 0; }
-td.l, th.l { text-align: left; }
-tr.base td { background: var(--base); }
-tr.low td { background: var(--low); }
-td.dep { background: var(--dep); color: var(--depfg); font-weight: 700; }
-.badge { display: inline-block; font-size: 12px; padding: 0 6px; border-radius: 8px;
-         background: #e8e8ec; color: #333; margin-left: 6px; }
-.badge.low { background: #f5d76e; } .badge.base { background: #cfe0f3; }
-figure { margin: 14px 0 26px; }
-figure img { max-width: 100%; height: auto; border: 1px solid var(--line); }
-.table-wrap { overflow-x: auto; }
-footer { margin-top: 48px; font-size: 13px; color: var(--muted); }
-"""
+def _share_top(tr: pd.DataFrame) -> float:
+    """Top of the shared y-range of the emotion panels, in percent: the largest share
+    rounded up to 10 (at least 10, at most 100)."""
+    shares = tr.loc[tr["index"].astype(str).str.startswith("share_"), "value"].astype(float)
+    top = float(np.nanmax(shares.to_numpy())) * 100.0 if shares.notna().any() else 10.0
+    return float(min(100.0, max(10.0, math.ceil(top / 10.0) * 10.0)))
 
 
-def _e(x: Any) -> str:
-    return html.escape("" if x is None else str(x), quote=True)
+def _axis_label(index: str) -> str:
+    if index.startswith("share_"):
+        return "% of face-visible time"
+    unit = index_unit(index)
+    return {"valence": "negative ← → positive"}.get(index, unit) + (
+        f", {unit}" if index == "valence" else ""
+    )
 
 
+def _index_color(index: str) -> str:
+    if index.startswith("share_"):
+        return emotion_color(index.removeprefix("share_"))
+    return "#222222"
+
+
+def _trend_caption(settings: TrendSettings) -> str:
+    return (
+        "One panel per index, one point per session. Blue band: the subject's baseline mean "
+        f"± {settings.threshold:g} × max(SD, {settings.sd_floor:g}); squares: baseline "
+        "sessions; dashed: rolling mean; red circles: departures; hollow grey: too little "
+        "face time to judge. The emotion panels share one scale."
+    )
+
+
+# --------------------------------------------------------------------------- small helpers
 def _present(x: Any) -> bool:
     return not is_missing(x)
 
@@ -526,227 +877,5 @@ def _fmt(x: Any, fmt: str) -> str:
     return fmt.format(x) if _present(x) else "—"
 
 
-class _Page:
-    """Accumulates the HTML sections of one report."""
-
-    def __init__(self, *, title: str, embed: bool) -> None:
-        self.title, self.embed = title, embed
-        self.parts: list[str] = []
-        self.figures: set[str] = set()  # file names referenced
-
-    def img(self, path: Path, alt: str, caption: str) -> str:
-        self.figures.add(path.name)
-        if self.embed:
-            src = "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
-        else:
-            src = f"{FIGURES_DIR}/{path.name}"
-        return (
-            f'<figure><img src="{_e(src)}" alt="{_e(alt)}" loading="lazy">'
-            f"<figcaption>{caption}</figcaption></figure>"
-        )
-
-    def header(self, results: Path, videos: pd.DataFrame, analysed: pd.DataFrame) -> None:
-        counts = videos["status"].value_counts().to_dict() if len(videos) else {}
-        n_subj = analysed["subject"].nunique()
-        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-        summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none"
-        self.parts.append(
-            f"<header><h1>{_e(self.title)}</h1><p class=meta>Generated {now} from "
-            f"<code>{_e(results)}</code> · recordings: {_e(summary)} · "
-            f"subjects with analysed sessions: {n_subj}</p></header>"
-        )
-
-    def caveats(self, settings: TrendSettings) -> None:
-        self.parts.append(
-            "<section class=note><strong>Read with care.</strong> These numbers summarise an "
-            "automatic facial-expression classifier trained on posed and web images (FER-2013 / "
-            "FER+). They describe visible expressions of the face chosen as the patient, not "
-            "felt emotion, and are not a clinical measure. Surprise is counted as neither "
-            "positive nor negative by default. Compare sessions recorded and processed the same "
-            "way (camera, lighting, settings). Check the data-quality columns before reading "
-            "a change: a session with little face time is not judged. "
-            f"Flags — {_e(settings.describe())}. "
-            "Definitions: docs/indices.md.</section>"
-        )
-
-    def departures(self, dep: pd.DataFrame | None) -> None:
-        self.parts.append("<section id=departures><h2>Departures from baseline</h2>")
-        if dep is None or dep.empty:
-            self.parts.append(
-                "<p class=muted>No session departs from its subject's baseline.</p></section>"
-            )
-            return
-        rows = []
-        for r in dep.sort_values(
-            ["subject", "session_number", "index"], na_position="last"
-        ).to_dict("records"):
-            share = r["index"].startswith("share_")
-            k, f, fs = (
-                (100.0, "{:.0f}", "{:+.0f}")
-                if share
-                else (1.0, value_format(r["index"]), "{:+.2f}")
-            )
-            sd = ("{:.0f}" if share else "{:.2f}").format(r["baseline_sd"] * k)
-            rows.append(
-                f"<tr><td class=l>{_e(_txt(r['subject']))}</td>"
-                f"<td class=l>{_e(_txt(r['session_date']))}</td>"
-                f"<td class=l>{_e(_txt(r['file_name'], r['video_id']))}</td>"
-                f"<td class=l>{_e(index_label(r['index']))}</td>"
-                f"<td class=dep>{f.format(r['value'] * k)}</td>"
-                f"<td>{f.format(r['baseline_mean'] * k)} ± {sd}</td>"
-                f"<td>{fs.format(r['change'] * k)}</td><td>{r['z']:+.1f}</td></tr>"
-            )
-        self.parts.append(
-            "<div class=table-wrap><table><thead><tr><th class=l>subject</th><th class=l>date</th>"
-            "<th class=l>recording</th><th class=l>index</th><th>value</th>"
-            "<th>baseline mean ± SD</th>"
-            "<th>change</th><th>z (SD units)</th></tr></thead><tbody>"
-            + "".join(rows)
-            + "</tbody></table></div></section>"
-        )
-
-    def nav(self, subjects: list[str | None]) -> None:
-        if subjects:
-            links = " ".join(
-                f'<a href="#{_anchor(s)}">{_e(s or "no subject")}</a>' for s in subjects
-            )
-            self.parts.append(f"<nav><strong>Subjects:</strong> {links}</nav>")
-
-    def subject(
-        self,
-        subj: str | None,
-        mine: pd.DataFrame,
-        faces: pd.DataFrame,
-        tr: pd.DataFrame,
-        trend_png: Path,
-        timelines: list[tuple[Mapping[str, Any], Path]],
-        indices: Sequence[str],
-        classes: tuple[str, ...],
-        settings: TrendSettings,
-    ) -> None:
-        name = subj if subj is not None else "No subject"
-        self.parts.append(f'<section id="{_anchor(subj)}"><h2>{_e(name)}</h2>')
-        self.parts.append(
-            self.img(
-                trend_png,
-                f"Indices of {name} across sessions",
-                "Each panel: one index per session. Blue band: baseline mean ± "
-                f"{settings.threshold:g} × max(SD, {settings.sd_floor:g}); squares: baseline "
-                "sessions; dashed: rolling mean; red circles: departures; hollow grey: too little "
-                "face time to judge.",
-            )
-        )
-        self.parts.append("<h3>Sessions (patient face)</h3>")
-        self.parts.append(self._sessions_table(mine, faces, tr, indices, classes, settings))
-        self.parts.append("<h3>Timelines</h3>")
-        for s, png in timelines:
-            self.parts.append(
-                self.img(
-                    png,
-                    f"Emotion timeline of {s.get('file_name') or s['video_id']}",
-                    "Stacked smoothed probabilities of the patient face over time; the ribbon "
-                    "below shows the emotion segments; hatched grey: face not detected.",
-                )
-            )
-        self.parts.append("</section>")
-
-    def _sessions_table(
-        self,
-        mine: pd.DataFrame,
-        faces: pd.DataFrame,
-        tr: pd.DataFrame,
-        indices: Sequence[str],
-        classes: tuple[str, ...],
-        settings: TrendSettings,
-    ) -> str:
-        flags = {(r["video_id"], r["index"]): r for r in tr.to_dict("records")}
-        number = {r["video_id"]: r["session_number"] for r in tr.to_dict("records")}
-        n_faces = faces.groupby("video_id")["face_id"].count().to_dict()
-        extra = [c for c in ("valence_sd",) if c not in indices]
-        shown = [*[c for c in indices if not c.startswith("share_")], *extra,
-                 *[share_col(c) for c in classes]]  # fmt: skip
-        head = (
-            "<tr><th>#</th><th class=l>date</th><th class=l>recording</th><th>face s</th>"
-            "<th>face %</th><th>det score</th><th class=l>patient face</th>"
-            "<th class=l>dominant</th>"
-            + "".join(f"<th>{_e(index_label(c))}</th>" for c in shown)
-            + "</tr>"
-        )
-        body = []
-        for s in mine.to_dict("records"):
-            vid = s["video_id"]
-            low = not (_num(s["face_present_s"]) or 0.0) >= settings.min_face_s
-            base = any(bool(flags.get((vid, c), {}).get("in_baseline")) for c in indices)
-            cls = "low" if low else ("base" if base else "")
-            low_text = "no face" if s["patient_rule"] == RULE_NO_FACE else "low face time"
-            badge = (f'<span class="badge low">{low_text}</span>' if low else "") + (
-                '<span class="badge base">baseline</span>' if base else ""
-            )
-            if s["patient_rule"] == RULE_NO_FACE:
-                who = "none found"
-            else:
-                rule = "override" if s["patient_rule"] == RULE_OVERRIDE else "longest"
-                who = f"{int(s['face_id'])} of {n_faces.get(vid, 1)} · {rule}"
-            cells = [
-                f"<td>{_e(number.get(vid, ''))}</td>",
-                f"<td class=l>{_e(s['session_date'] if _present(s['session_date']) else '—')}</td>",
-                f"<td class=l>{_e(_txt(s['file_name'], vid))}{badge}</td>",
-                f"<td>{_fmt(s['face_present_s'], '{:.0f}')}</td>",
-                f"<td>{_fmt(_pct(s['face_present_ratio']), '{:.0f}')}</td>",
-                f"<td>{_fmt(s['mean_det_score'], '{:.2f}')}</td>",
-                f"<td class=l>{_e(who)}</td>",
-                f"<td class=l>{_e(_txt(s['dominant_emotion']))}</td>",
-            ]
-            for c in shown:
-                k, f = (100.0, "{:.0f}") if c.startswith("share_") else (1.0, value_format(c))
-                v = _num(s.get(c))
-                text = "—" if v is None else f.format(v * k)
-                r = flags.get((vid, c))
-                if r is not None and r.get("departure") is True:
-                    title = (f"z = {r['z']:+.1f}; baseline {r['baseline_mean'] * k:.2f} ± "
-                             f"{r['baseline_sd'] * k:.2f}")  # fmt: skip
-                    cells.append(f'<td class=dep title="{_e(title)}">{text}</td>')
-                else:
-                    cells.append(f"<td>{text}</td>")
-            body.append(f'<tr class="{cls}">' + "".join(cells) + "</tr>")
-        return (
-            "<div class=table-wrap><table><thead>" + head + "</thead><tbody>" + "".join(body)
-            + "</tbody></table></div><p class=muted>face s: seconds the patient face was seen; "
-            "face %: of sampled frames; shares in % of face-present time; red: departure from "
-            "baseline (hover for z).</p>"
-        )  # fmt: skip
-
-    def not_analysed(self, videos: pd.DataFrame) -> None:
-        bad = videos.loc[videos["status"] != STATUS_OK] if len(videos) else videos
-        if bad.empty:
-            return
-        rows = "".join(
-            f"<tr><td class=l>{_e(_txt(r['subject']))}</td><td class=l>{_e(r['path'])}</td>"
-            f"<td class=l>{_e(r['status'])}</td><td class=l>{_e(_txt(r['error'], ''))}</td></tr>"
-            for r in bad.sort_values("path").to_dict("records")
-        )
-        self.parts.append(
-            "<section id=not-analysed><h2>Recordings not analysed</h2><div class=table-wrap><table>"
-            "<thead><tr><th class=l>subject</th><th class=l>path</th><th class=l>status</th>"
-            f"<th class=l>reason</th></tr></thead><tbody>{rows}</tbody></table></div></section>"
-        )
-
-    def footer(self, settings: TrendSettings, sessions: pa.Table) -> None:
-        meta = (sessions.schema.metadata or {}).get(b"fervid.index_settings", b"{}").decode()
-        self.parts.append(
-            f"<footer>fervid {_e(__version__)} · index settings {_e(meta)} · trend settings "
-            f"{_e(json.dumps(settings.to_json()))}</footer>"
-        )
-
-    def render(self) -> str:
-        return (
-            '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
-            '<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>{_e(self.title)}</title><style>{_CSS}</style></head><body>\n"
-            + "\n".join(self.parts)
-            + "\n</body></html>\n"
-        )
-
-
-def _anchor(subject: str | None) -> str:
-    return "subject-" + (_safe(subject) if subject is not None else "none")
+def _anchor(subject: str) -> str:
+    return "subject-" + _safe(subject)

@@ -366,6 +366,7 @@ def summarize_sessions(
     v = latest_video_rows(v).sort_values("video_id", kind="stable")
 
     f = _df(frames, [*_FRAME_COLS, *[smooth_col(c) for c in classes]], "frames")
+    f = f.loc[f["face_id"].notna()]  # rows of sampled frames without a face, if kept
     f = f.sort_values(["video_id", "face_id", "timestamp_s"], kind="stable").reset_index(drop=True)
     ts = f["timestamp_s"].to_numpy(np.float64)
     det = f["det_score"].to_numpy(np.float64)
@@ -572,9 +573,7 @@ def summarize_dir(
     )
 
 
-def sessions_key(
-    videos: pa.Table, override: Mapping[str, int], settings: IndexSettings
-) -> str:
+def sessions_key(videos: pa.Table, override: Mapping[str, int], settings: IndexSettings) -> str:
     """Hash of what a sessions table is computed from: the summary version, the index
     settings, the patient override and each videos row's identity, status, settings hash
     and ``processed_at`` (a reprocessed video gets a new one). Frames and segments are

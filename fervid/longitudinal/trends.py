@@ -359,10 +359,7 @@ class BaselineStatus:
                 f"baseline established from {self.in_baseline} of {self.usable} usable "
                 f"session{'s' if self.usable != 1 else ''}"
             )
-        return (
-            f"baseline not established (needs {self.needed} usable sessions, has "
-            f"{self.usable})"
-        )
+        return f"baseline not established (needs {self.needed} usable sessions, has {self.usable})"
 
 
 class Verdict(StrEnum):
@@ -431,14 +428,17 @@ def verdict_text(trends: pa.Table | pd.DataFrame) -> str:
         subjects = sum(1 for s in status if s.departing)
         return (
             f"{n} session{'s' if n != 1 else ''} of {subjects} subject"
-            f"{'s' if subjects != 1 else ''} depart from the subject's own baseline "
+            f"{'s' if subjects != 1 else ''} {'depart' if n != 1 else 'departs'} from the "
+            "subject's own baseline "
             f"({judged} session{'s' if judged != 1 else ''} judged)."
         )
     if v is Verdict.NO_DEPARTURES:
         waiting = sum(1 for s in status if not s.established)
         tail = (
             f" {waiting} subject{'s have' if waiting != 1 else ' has'} no baseline yet and "
-            "could not be judged." if waiting else ""
+            "could not be judged."
+            if waiting
+            else ""
         )
         return (
             f"No departures among the {judged} session{'s' if judged != 1 else ''} that "
