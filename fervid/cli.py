@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from fervid.errors import FervidError
+from fervid.settings import Detector, Device, ExecutorKind, Smoothing
 
 EXIT_OK, EXIT_USAGE, EXIT_FAILED_VIDEOS = 0, 2, 3
 #: The results could not be written (read-only or full disk, I/O error): nothing about the
@@ -29,10 +30,55 @@ app = typer.Typer(
     name="fervid",
     help="Batch facial-emotion timelines from recorded video.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion; choices complete too
     pretty_exceptions_enable=False,
 )
 console = Console(stderr=True)
+
+#: metavar of a flag: typer would print "--overwrite <bool>", as if it took a value.
+FLAG = ""
+#: fervid.training.data.FerPlusMode's values, spelled out so that the CLI does not import
+#: OpenCV to build its help (tests/test_cli.py checks they agree).
+FERPLUS_MODES = ["majority", "soft"]
+
+
+def _choices(values: list[str]) -> dict[str, object]:
+    """typer.Option arguments that show ``[a|b|c]`` in --help and complete the values.
+
+    The option stays a ``str`` checked by the settings (:func:`_enum`), so a wrong value
+    is the same one-line usage error as every other bad option, not click's usage box."""
+    return {
+        "metavar": "[" + "|".join(values) + "]",
+        "autocompletion": lambda incomplete: [v for v in values if v.startswith(incomplete)],
+    }
+
+
+def _values(enum_cls: type) -> list[str]:
+    return [m.value for m in enum_cls]  # type: ignore[attr-defined]
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from fervid import __version__
+
+        typer.echo(f"fervid {__version__}")
+        raise typer.Exit(EXIT_OK)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_show_version,
+            is_eager=True,
+            metavar=FLAG,
+            help="Print fervid's version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Batch facial-emotion timelines from recorded video."""
 
 
 def _fail(e: FervidError) -> typer.Exit:
@@ -116,13 +162,18 @@ def process(
         Path | None,
         typer.Option(help="Model file (.safetensors). Default: the model shipped with fervid."),
     ] = None,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    device: Annotated[
+        str, typer.Option(help="Where the classifier runs.", **_choices(_values(Device)))
+    ] = "auto",
     batch_size: Annotated[
         int, typer.Option("--batch-size", help="Faces per classifier batch.")
     ] = 64,
     detector: Annotated[
         str,
-        typer.Option(help="Face detector: yunet (5 landmarks, OpenCV 4.8+/5) | res10 (OpenCV 4)."),
+        typer.Option(
+            help="Face detector: yunet (5 landmarks, OpenCV 4.8+/5) or res10 (OpenCV 4).",
+            **_choices(_values(Detector)),
+        ),
     ] = "yunet",
     det_threshold: Annotated[
         float, typer.Option("--det-threshold", help="Face detector score threshold (0-1).")
@@ -136,7 +187,10 @@ def process(
     ] = 320,
     align: Annotated[
         str,
-        typer.Option(help="on: warp faces onto the FER landmark template; off: square box crop."),
+        typer.Option(
+            help="on: warp faces onto the FER landmark template; off: square box crop.",
+            **_choices(["on", "off"]),
+        ),
     ] = "on",
     min_face: Annotated[
         int, typer.Option("--min-face", help="Ignore faces smaller than this many pixels.")
@@ -144,7 +198,9 @@ def process(
     margin: Annotated[
         float, typer.Option(help="Crop margin, fraction of the face box on each side.")
     ] = 0.1,
-    smoothing: Annotated[str, typer.Option(help="ema | none")] = "ema",
+    smoothing: Annotated[
+        str, typer.Option(help="Smoothing over time.", **_choices(_values(Smoothing)))
+    ] = "ema",
     smoothing_seconds: Annotated[
         float, typer.Option("--smoothing-seconds", help="Smoothing time constant (s).")
     ] = 1.5,
@@ -171,14 +227,17 @@ def process(
     ] = None,
     executor: Annotated[
         str,
-        typer.Option(help="auto (in-process up to 2 minutes of video, Ray above) | local | ray."),
+        typer.Option(
+            help="auto (in-process up to 2 minutes of video, Ray above), local or ray.",
+            **_choices(_values(ExecutorKind)),
+        ),
     ] = "auto",
     gpus: Annotated[
         int | None,
         typer.Option(help="Classifier actors, one per GPU (default: every GPU; 0: CPU)."),
     ] = None,
     overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Redo videos already in the output.")
+        bool, typer.Option("--overwrite", metavar=FLAG, help="Redo videos already in the output.")
     ] = False,
     chunk_seconds: Annotated[
         float,
@@ -198,20 +257,26 @@ def process(
         bool,
         typer.Option(
             "--keep-empty-frames",
+            metavar=FLAG,
             help="Also write a frames row (face_found false) for sampled frames without a face.",
         ),
     ] = False,
     local: Annotated[
-        bool, typer.Option("--local", hidden=True, help="Run in-process without Ray (debugging).")
+        bool,
+        typer.Option(
+            "--local", hidden=True, metavar=FLAG, help="Run in-process without Ray (debugging)."
+        ),
     ] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", metavar=FLAG, help="No progress bar.")
+    ] = False,
     json_summary: Annotated[
-        bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")
+        bool,
+        typer.Option("--json", metavar=FLAG, help="Print a machine-readable summary on stdout."),
     ] = False,
 ) -> None:
     """Analyse videos and write per-frame, per-segment and per-video emotion tables."""
     from fervid import settings as s
-    from fervid.engine.runner import RunInterrupted, run
 
     try:
         settings = s.RunSettings(
@@ -258,7 +323,9 @@ def process(
     except FervidError as e:
         raise _fail(e) from None
 
+    # Only now the heavy imports (numpy, pyarrow, OpenCV...): a bad option answers at once.
     from fervid.engine.progress import RichHooks, print_summary
+    from fervid.engine.runner import RunInterrupted, run
 
     hooks = RichHooks(console, enabled=not quiet)
     _show_library_warnings()
@@ -323,7 +390,7 @@ def train(
         Path, typer.Option("--data-root", help="Folder the recipe's data paths are relative to.")
     ] = Path("../shared/data"),
     resume: Annotated[
-        bool, typer.Option(help="Continue from the run folder's checkpoint.")
+        bool, typer.Option(metavar=FLAG, help="Continue from the run folder's checkpoint.")
     ] = False,
     init: Annotated[
         Path | None,
@@ -333,7 +400,9 @@ def train(
     ] = None,
     epochs: Annotated[int | None, typer.Option(help="Override the recipe's epoch count.")] = None,
     limit: Annotated[int | None, typer.Option(help="Images per source (quick trials).")] = None,
-    device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
+    device: Annotated[
+        str, typer.Option(help="Where training runs.", **_choices(["cpu", "cuda"]))
+    ] = "cpu",
 ) -> None:
     """Train an emotion model from a recipe (checkpoint every epoch, resumable)."""
     import logging
@@ -373,10 +442,14 @@ def evaluate(
         Path | None, typer.Option("--out", help="Folder for report.json and the PNG figures.")
     ] = None,
     tta: Annotated[
-        bool, typer.Option("--tta", help="Average with the horizontally flipped face.")
+        bool,
+        typer.Option("--tta", metavar=FLAG, help="Average with the horizontally flipped face."),
     ] = False,
     ferplus_mode: Annotated[
-        str, typer.Option("--ferplus-mode", help="majority | soft (FER+ sets only).")
+        str,
+        typer.Option(
+            "--ferplus-mode", help="FER+ sets only: targets from votes.", **_choices(FERPLUS_MODES)
+        ),
     ] = "majority",
     limit: Annotated[
         int | None, typer.Option(help="Evaluate only this many images (quick look).")
@@ -385,6 +458,7 @@ def evaluate(
         bool,
         typer.Option(
             "--detect",
+            metavar=FLAG,
             help="Full photos: run the pipeline's face detector and cropper first (one face "
             "per image; images without a face are counted and reported, not scored).",
         ),
@@ -486,7 +560,10 @@ def report(
         Path | None, typer.Option(help="JSON or CSV mapping video_id -> patient face_id.")
     ] = None,
     embed: Annotated[
-        bool, typer.Option("--embed", help="One self-contained HTML file with images inlined.")
+        bool,
+        typer.Option(
+            "--embed", metavar=FLAG, help="One self-contained HTML file with images inlined."
+        ),
     ] = False,
 ) -> None:
     """Self-contained HTML report: timelines per recording, trends per subject, tables."""

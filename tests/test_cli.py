@@ -678,3 +678,64 @@ def test_progress_bar_reports_failures_verbatim(
     assert failed and all(ln.startswith("failed visit [/x] [bold].mp4: ") for ln in failed)
     assert all("not a video" in ln for ln in failed)
     assert summary_count(result, "videos ok") == 1
+
+
+# --------------------------------------------------------------------------- conventions
+def test_version() -> None:
+    from fervid import __version__
+
+    result = cli("--version")
+    assert result.exit_code == EXIT_OK
+    assert result.stdout.strip() == f"fervid {__version__}"
+
+
+def test_help_shows_choices_and_flags_as_flags() -> None:
+    result = CliRunner().invoke(app, ["process", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == EXIT_OK
+    rows = {ln.split()[1]: ln for ln in result.stdout.splitlines() if ln.startswith("│    --")}
+    for option, choices in [("--device", "[auto|cpu|cuda]"), ("--smoothing", "[ema|none]")]:
+        assert choices in rows[option], rows[option]
+    for flag in ("--overwrite", "--json", "--keep-empty-frames"):
+        assert "<bool>" not in rows[flag], rows[flag]
+
+
+@pytest.mark.parametrize(
+    ("words", "expected"),
+    [
+        ("fervid process x.mp4 --device c", ["cpu", "cuda"]),
+        ("fervid process x.mp4 --smoothing ", ["ema", "none"]),
+        ("fervid evaluate --ferplus-mode s", ["soft"]),
+    ],
+)
+def test_shell_completion_offers_the_choices(words: str, expected: list[str]) -> None:
+    env = {"_FERVID_COMPLETE": "complete_bash", "COMP_WORDS": words,
+           "COMP_CWORD": str(len(words.split()) - (0 if words.endswith(" ") else 1))}  # fmt: skip
+    result = CliRunner().invoke(app, [], env=env, prog_name="fervid")
+    assert result.stdout.split() == expected
+
+
+def test_ferplus_choices_match_the_loader() -> None:
+    from fervid.cli import FERPLUS_MODES
+    from fervid.training.data import FerPlusMode
+
+    assert [m.value for m in FerPlusMode] == FERPLUS_MODES
+
+
+def test_bad_option_answers_before_the_heavy_imports(tmp_path: Path) -> None:
+    """A usage error is reported before numpy, pyarrow, OpenCV, torch or Ray load (what
+    makes `fervid process --fps 0` answer in well under a second)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from fervid.cli import app\n"
+        "try:\n"
+        f"    app(['process', {str(tmp_path)!r}, '--out', 'r.parquet', '--fps', '0'])\n"
+        "except SystemExit as e:\n"
+        "    heavy = sorted(m for m in ('numpy', 'pyarrow', 'cv2', 'torch', 'ray') if m in sys.modules)\n"
+        "    print(e.code, heavy)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.stdout.strip() == "2 []", r.stdout + r.stderr
+    assert "--fps=0.0" in r.stderr
