@@ -489,14 +489,25 @@ def summarize(
         Path | None, typer.Option(help="JSON or CSV mapping video_id -> patient face_id.")
     ] = None,
 ) -> None:
-    """Write sessions.parquet: one row per recording and face with the affect indices."""
+    """Write sessions.parquet beside the output: one row per recording and face."""
     from fervid.longitudinal.summary import sessions_path, summarize_dir, write_sessions
 
     try:
-        path = write_sessions(summarize_dir(results, patient), sessions_path(results))
+        sessions = summarize_dir(results, patient)
+        path = write_sessions(sessions, sessions_path(results))
     except FervidError as e:
         raise _fail(e) from None
+    _warn_unassigned(sessions)
     typer.echo(str(path))
+
+
+def _warn_unassigned(sessions) -> None:
+    """Recordings without a subject (no --id-pattern, or a path it missed) on stderr."""
+    from fervid.longitudinal.summary import id_pattern_warnings
+
+    for i, line in enumerate(id_pattern_warnings(sessions)):
+        text = f"[yellow]warning:[/] {escape(line)}" if i == 0 else escape(line)
+        console.print(text, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -532,19 +543,32 @@ def trends(
     from rich.console import Console as _Console
 
     from fervid.longitudinal.summary import load_sessions
-    from fervid.longitudinal.trends import format_trends, trends_table
+    from fervid.longitudinal.trends import (
+        baseline_status,
+        format_trends,
+        trends_table,
+        verdict_text,
+    )
+    from fervid.output.atomic import atomic_path
 
+    shown = index or ["valence", "expressivity", "share_happy", "share_sad"]
     try:
+        sessions = load_sessions(results, patient)
         table = trends_table(
-            load_sessions(results, patient), baseline_n=baseline_n, window=window,
+            sessions, baseline_n=baseline_n, window=window,
             threshold=threshold, subject=subject,
         )  # fmt: skip
+        rendered = format_trends(table, subject, indices=shown)  # unknown --index: exit 2
     except FervidError as e:
         raise _fail(e) from None
+    _warn_unassigned(sessions)
     if out is not None:
-        pq.write_table(table, out)
-    shown = index or ["valence", "expressivity", "share_happy", "share_sad"]
-    _Console().print(format_trends(table, subject, indices=shown))
+        with atomic_path(out) as tmp:
+            pq.write_table(table, tmp)
+    _Console().print(rendered)
+    for b in baseline_status(table):
+        _Console().print(f"{escape(b.subject)}: {b.describe()}", highlight=False)
+    _Console().print(verdict_text(table), highlight=False)
 
 
 @app.command()
@@ -553,8 +577,13 @@ def report(
         Path, typer.Argument(help="fervid output: results.parquet or a dataset dir/.")
     ],
     out: Annotated[
-        Path, typer.Option("--out", help="Report folder (index.html + figures/).")
-    ] = Path("report"),
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Report folder (index.html + figures/). Default: beside the output, "
+            "results.report/ for results.parquet, ds.report/ for ds/.",
+        ),
+    ] = None,
     subject: Annotated[str | None, typer.Option(help="Only this subject.")] = None,
     patient: Annotated[
         Path | None, typer.Option(help="JSON or CSV mapping video_id -> patient face_id.")
@@ -568,13 +597,17 @@ def report(
 ) -> None:
     """Self-contained HTML report: timelines per recording, trends per subject, tables."""
     from fervid.longitudinal.report import build_report
+    from fervid.longitudinal.summary import load_sessions, report_path
 
     try:
+        sessions = load_sessions(results, patient)
         path = build_report(
-            results, out, patient_override=patient, subject=subject, embed_images=embed
-        )
+            results, out if out is not None else report_path(results), sessions=sessions,
+            subject=subject, embed_images=embed,
+        )  # fmt: skip
     except FervidError as e:
         raise _fail(e) from None
+    _warn_unassigned(sessions)
     typer.echo(str(path))
 
 

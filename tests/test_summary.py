@@ -369,3 +369,38 @@ def test_labels_and_status_are_dictionary_columns() -> None:
     t = summarize_sessions(*tables(*_three_sessions()))
     for name in ("status", "dominant_emotion", "patient_rule"):
         assert pa.types.is_dictionary(t.schema.field(name).type), name
+
+
+def test_derived_files_stay_out_of_the_dataset_folder(tmp_path) -> None:
+    """After summarize, trends and report, a glob over the dataset's frames reads only
+    frames rows (DuckDB, polars, pandas), and nothing derived lies inside the folder."""
+    import duckdb
+    import pandas as pd
+    import polars as pl
+
+    from fervid.longitudinal.report import build_report
+    from fervid.longitudinal.summary import report_path, trends_path
+    from fervid.longitudinal.trends import trends_table
+
+    f, s, v = _three_sessions()
+    ds = write_dataset(tmp_path / "ds", f, s, v)
+    sessions = summarize_dir(ds)
+    write_sessions(sessions, sessions_path(ds))
+    pq.write_table(trends_table(sessions), trends_path(ds))
+    build_report(ds, report_path(ds), sessions=sessions)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "ds", "ds.report", "ds.sessions.parquet", "ds.trends.parquet",
+    ]  # fmt: skip
+    assert sorted(p.name for p in ds.iterdir()) == ["frames", "segments", "videos"]
+    assert list(ds.glob("*.parquet")) == []
+    n = len(f)
+    con = duckdb.connect()
+    got = con.execute(
+        f"SELECT count(*), count(frame_index) FROM read_parquet('{ds}/frames/*.parquet')"
+    ).fetchall()
+    assert got == [(n, n)]
+    assert pl.read_parquet(f"{ds}/frames/*.parquet").height == n
+    frames = pd.read_parquet(ds / "frames")
+    assert len(frames) == n and frames["frame_index"].notna().all()
+    # the derived tables read back beside it with one call each
+    assert pd.read_parquet(tmp_path / "ds.sessions.parquet")["video_id"].nunique() == 3

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 import pytest
-from longitudinal_tables import PROCESSED_AT, session, tables
+from longitudinal_tables import PROCESSED_AT, session, tables, write_dataset
 from rich.console import Console
 
 from fervid.errors import ConfigError, InputError
@@ -275,3 +276,46 @@ def test_unknown_index_is_a_usage_error(bad: str) -> None:
 def test_index_column_is_dictionary_encoded() -> None:
     t = trends_table(_sessions("P001", [0.1, 0.2]))
     assert pa.types.is_dictionary(t.schema.field("index").type)
+
+
+# --------------------------------------------------------------------------- the commands
+def _cli_dataset(tmp_path) -> Path:
+    f, s, v = [], [], []
+    for i in range(4):
+        fi, si, vi = session(f"P001-{i}", "P001", D0 + dt.timedelta(days=7 * i),
+                             ["happy"] * (i + 2) + ["neutral"] * 20, interval=1.0)  # fmt: skip
+        f, s, v = f + fi, s + si, v + vi
+    fi, si, vi = session("stray", None, None, ["sad"] * 20, interval=1.0)
+    vi[0] |= {"path": "P003/intake.mp4", "id_pattern_matched": False}
+    return write_dataset(tmp_path / "ds", f + fi, s + si, v + vi)
+
+
+def test_cli_index_typo_is_a_usage_error(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from fervid.cli import app
+
+    ds = _cli_dataset(tmp_path)
+    r = CliRunner().invoke(app, ["trends", str(ds), "--index", "valnce"])
+    assert r.exit_code == 2, r.output
+    assert "--index='valnce' is not an index; did you mean 'valence'?" in r.output
+    ok = CliRunner().invoke(app, ["trends", str(ds), "--index", "valence"])
+    assert ok.exit_code == 0, ok.output
+    assert "P001: baseline established from 3 of 4 usable sessions" in ok.output
+
+
+@pytest.mark.parametrize("command", ["summarize", "trends", "report"])
+def test_cli_warns_about_recordings_without_subject(tmp_path, command) -> None:
+    from typer.testing import CliRunner
+
+    from fervid.cli import app
+
+    ds = _cli_dataset(tmp_path)
+    r = CliRunner().invoke(app, [command, str(ds)])
+    assert r.exit_code == 0, r.output
+    assert "warning: 1 of 5 recording(s) have no subject" in r.output
+    assert "1 path does not match --id-pattern" in r.output and "P003/intake.mp4" in r.output
+    derived = {"summarize": "ds.sessions.parquet", "report": "ds.report"}.get(command)
+    if derived:  # beside the dataset folder, not inside it
+        assert (tmp_path / derived).exists()
+    assert sorted(p.name for p in ds.iterdir()) == ["frames", "segments", "videos"]
