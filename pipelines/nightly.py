@@ -10,9 +10,14 @@ Steps, all under an exclusive lock (``<dataset>/.fervid-nightly.lock``,
 1. ``fervid process <in>... --out <dataset>/ [--id-pattern P] [extra args]`` as a
    subprocess (argv list, no shell). fervid skips recordings already done, so only new
    (or previously failed) recordings are analysed.
-2. Count the videos table (all rows, and the rows written by this run).
-3. Refresh ``<dataset>/sessions.parquet`` and the HTML report (``<dataset>/report/``).
-4. Append one JSON line describing the run to the log file.
+2. Count the videos table (all rows, and the rows written by this run), and the
+   recordings whose path did not match ``--id-pattern`` (they have no subject: listed in
+   the log line and warned about on stderr).
+3. Refresh ``<dataset>.sessions.parquet``, ``<dataset>.trends.parquet`` and the HTML
+   report (``<dataset>.report/``), all *beside* the dataset folder so that a glob or
+   ``pd.read_parquet`` over the folder reads only fervid's tables.
+4. Append one JSON line describing the run to the log file
+   (``<dataset>.logs/nightly.jsonl``).
 
 Exit codes: 0 all well; 2 usage error (here or from fervid); 3 recordings failed in this
 run (listed in the log line and the videos table); 4 the fervid command could not run,
@@ -55,6 +60,7 @@ LOCK_NAME = ".fervid-nightly.lock"  # not fervid's own .fervid.lock: the child t
 FERVID_EXIT_FAILED_VIDEOS = 3  # fervid process: some videos failed
 FERVID_EXIT_USAGE = 2
 MAX_FAILED_LISTED = 50
+MAX_UNMATCHED_LISTED = 50
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -81,9 +87,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument(
         "--id-pattern", help='Passed to fervid, e.g. "{subject}/{session_date}_{name}.mp4".'
     )
-    p.add_argument("--report-dir", type=Path, help="Report folder (default: <dataset>/report).")
+    p.add_argument("--report-dir", type=Path, help="Report folder (default: <dataset>.report).")
     p.add_argument(
-        "--log", type=Path, help="JSON-lines log (default: <dataset>/logs/nightly.jsonl)."
+        "--log", type=Path, help="JSON-lines log (default: <dataset>.logs/nightly.jsonl)."
     )
     p.add_argument(
         "--fervid-cmd",
@@ -149,10 +155,12 @@ def count_videos(dataset: Path, since: dt.datetime) -> dict[str, Any]:
     from fervid.output.store import read_table
 
     try:
-        v = read_table(dataset, "videos").select(["path", "status", "error", "processed_at"])
+        v = read_table(dataset, "videos")
     except InputError:
-        return {"videos": {"total": 0}, "this_run": {"total": 0}, "failed_recordings": []}
-    rows = v.to_pylist()
+        return {"videos": {"total": 0}, "this_run": {"total": 0}, "failed_recordings": [],
+                "id_pattern_unmatched": {"total": 0, "paths": []}}  # fmt: skip
+    cols = ["path", "status", "error", "processed_at", "id_pattern_matched"]
+    rows = v.select([c for c in cols if c in v.schema.names]).to_pylist()
     new = [r for r in rows if r["processed_at"] is not None and r["processed_at"] >= since]
 
     def counts(rs: list[dict[str, Any]]) -> dict[str, int]:
@@ -162,21 +170,39 @@ def count_videos(dataset: Path, since: dt.datetime) -> dict[str, Any]:
         return out
 
     failed = sorted((r for r in new if r["status"] == "failed"), key=lambda r: r["path"])
+    unmatched = sorted({r["path"] for r in rows if r.get("id_pattern_matched") is False})
     return {
         "videos": counts(rows),
         "this_run": counts(new),
         "failed_recordings": [{"path": r["path"], "error": r["error"]} for r in failed][
             :MAX_FAILED_LISTED
         ],
+        # No subject from their path: they are listed as unassigned and form no trend.
+        "id_pattern_unmatched": {
+            "total": len(unmatched),
+            "paths": unmatched[:MAX_UNMATCHED_LISTED],
+        },
     }
 
 
 def refresh(args: argparse.Namespace, report_dir: Path) -> dict[str, Any]:
-    """Rewrite sessions.parquet (and the report); return their paths."""
-    from fervid.longitudinal.summary import sessions_path, summarize_dir, write_sessions
+    """Rewrite sessions.parquet, trends.parquet (and the report); return their paths."""
+    import pyarrow.parquet as pq
+
+    from fervid.longitudinal.summary import (
+        sessions_path,
+        summarize_dir,
+        trends_path,
+        write_sessions,
+    )
+    from fervid.longitudinal.trends import trends_table
+    from fervid.output.atomic import atomic_path
 
     sessions = summarize_dir(args.dataset, args.patient_override)
     out = {"sessions": str(write_sessions(sessions, sessions_path(args.dataset)))}
+    with atomic_path(trends_path(args.dataset)) as tmp:
+        pq.write_table(trends_table(sessions), tmp)
+    out["trends"] = str(trends_path(args.dataset))
     if not args.no_report:
         from fervid.longitudinal.report import build_report
 
@@ -210,8 +236,9 @@ def _worst(codes: list[int]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     dataset: Path = args.dataset
-    log_path = args.log or dataset / "logs" / "nightly.jsonl"
-    report_dir = args.report_dir or dataset / "report"
+    # Beside the dataset folder, never inside it: readers glob the folder (docs/schema.md).
+    log_path = args.log or dataset.with_name(f"{dataset.name}.logs") / "nightly.jsonl"
+    report_dir = args.report_dir or dataset.with_name(f"{dataset.name}.report")
     start = _now()
     t0 = time.monotonic()
     record: dict[str, Any] = {
@@ -247,6 +274,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 notes.append("fervid refused its arguments (exit 2; see its message above)")
             # Whole-second floor: processed_at is stored in seconds.
             record.update(count_videos(dataset, start.replace(microsecond=0)))
+            unmatched = record["id_pattern_unmatched"]["total"]
+            if unmatched:
+                notes.append(
+                    f"warning: {unmatched} recording(s) do not match --id-pattern (no subject; "
+                    "listed as unassigned, in no trend): "
+                    + ", ".join(record["id_pattern_unmatched"]["paths"][:5])
+                    + (" …" if unmatched > 5 else "")
+                )
             failed_now = record["this_run"].get("failed", 0)
             if failed_now or rc == FERVID_EXIT_FAILED_VIDEOS:
                 codes.append(EXIT_FAILED_RECORDINGS)

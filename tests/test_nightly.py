@@ -56,6 +56,9 @@ def _templates(root: Path) -> Path:
     write_dataset(
         root / "fail", f, s, [*v, video_row("rec-2", status="failed", processed_at=later)]
     )
+    stray = video_row("rec-3", subject=None, session_date=None, processed_at=later)
+    stray |= {"path": "P003/intake.mp4", "id_pattern_matched": False}
+    write_dataset(root / "unmatched", f, s, [*v, stray])
     return root
 
 
@@ -84,7 +87,7 @@ def _nightly(
 
 
 def _log(tmp_path: Path) -> list[dict]:
-    path = tmp_path / "ds" / "logs" / "nightly.jsonl"
+    path = tmp_path / "ds.logs" / "nightly.jsonl"  # beside the dataset, not inside it
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
@@ -102,8 +105,12 @@ def test_ok_run_processes_logs_and_refreshes(tmp_path: Path, env: dict[str, str]
     sessions = pq.read_table(line["sessions"])
     assert sessions.num_rows == 1 and sessions["share_happy"][0].as_py() == 1.0
     report = Path(line["report"])
-    assert report == tmp_path / "ds" / "report" / "index.html" and report.stat().st_size > 2000
+    assert report == tmp_path / "ds.report" / "index.html" and report.stat().st_size > 2000
     assert len(list((report.parent / "figures").glob("*.png"))) == 2
+    assert pq.read_table(line["trends"]).num_rows > 0
+    assert Path(line["sessions"]) == tmp_path / "ds.sessions.parquet"
+    assert line["id_pattern_unmatched"] == {"total": 0, "paths": []}
+    assert "--id-pattern" not in r.stderr
 
 
 def test_failed_recordings_give_a_nonzero_exit(tmp_path: Path, env: dict[str, str]) -> None:
@@ -188,3 +195,14 @@ def test_missing_input_folder_is_a_usage_error(tmp_path: Path, env: dict[str, st
         env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert r.returncode == EXIT_USAGE and "do not exist" in r.stderr
+
+
+def test_id_pattern_mismatch_is_logged_and_warned(tmp_path: Path, env: dict[str, str]) -> None:
+    r = _nightly(tmp_path, env, "unmatched")
+    assert r.returncode == 0, r.stderr
+    (line,) = _log(tmp_path)
+    assert line["id_pattern_unmatched"] == {"total": 1, "paths": ["P003/intake.mp4"]}
+    assert "warning: 1 recording(s) do not match --id-pattern" in line["message"]
+    assert "P003/intake.mp4" in r.stderr
+    report = Path(line["report"]).read_text()
+    assert "Unassigned recordings" in report and "P003/intake.mp4" in report
