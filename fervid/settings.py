@@ -105,6 +105,22 @@ class SampleSettings:
         _check(_count(self.max_side) and self.max_side >= 1, "max_side", self.max_side,
                "an integer >= 1 pixel")  # fmt: skip
 
+    def interval_s(self, video_fps: float) -> float | None:
+        """Seconds between two sampled frames of a video of ``video_fps`` frames per second:
+        the time one sampled frame stands for, computed once per video at extraction and
+        used by segments (``end_s``), summaries and the report alike.
+
+        ``fps`` mode: ``1 / fps``, or the video's frame interval when the video has fewer
+        frames per second than asked (every frame is then sampled). ``every_n`` mode:
+        ``every_n / video_fps``. None when that needs the video's rate and it is unknown
+        (``video_fps`` 0): consumers then use the median spacing of the samples.
+        """
+        known = _real(video_fps) and video_fps > 0
+        if self.fps is not None:
+            return 1.0 / min(self.fps, video_fps) if known else 1.0 / self.fps
+        assert self.every_n is not None  # exactly one mode (checked above)
+        return self.every_n / video_fps if known else None
+
 
 class Detector(StrEnum):
     """Which face detector runs (see ``docs/detector.md``)."""
@@ -232,6 +248,14 @@ class SmoothSettings:
                self.hysteresis, "a probability margin in [0, 1)")  # fmt: skip
 
 
+class ExecutorKind(StrEnum):
+    """Where a run's work happens."""
+
+    AUTO = "auto"  # in-process for a small job, Ray above it
+    LOCAL = "local"  # everything in this process, one chunk after another
+    RAY = "ray"  # Ray tasks for extraction, Ray actors for classification
+
+
 @dataclass(frozen=True, kw_only=True)
 class RunSettings:
     """Everything one ``fervid process`` run needs."""
@@ -257,12 +281,28 @@ class RunSettings:
     # chunk); 0 disables. Structural: results are identical for any value, so it stays
     # out of the settings hash.
     chunk_seconds: float = 300.0
+    # Where the work runs: in this process, through Ray, or (auto) in-process for a small
+    # job (engine.runner.AUTO_LOCAL_MAX_SECONDS of video) and through Ray above it.
+    executor: ExecutorKind = ExecutorKind.AUTO
+    # Classifier actors on GPUs, one per GPU; None: every GPU Ray sees (when --device
+    # allows CUDA); 0: one classifier actor on the CPU.
+    gpus: int | None = None
 
     def __post_init__(self) -> None:
         check_chunk_seconds(self.chunk_seconds)  # a bad value fails the run before any video
+        if not isinstance(self.executor, ExecutorKind):
+            raise ConfigError(
+                f"--executor={self.executor!r}; expected one of {[e.value for e in ExecutorKind]}"
+            )
         if self.workers is not None and (isinstance(self.workers, bool) or self.workers < 1):
             raise ConfigError(
                 f"--workers={self.workers}; expected an integer >= 1 (default: all cores)"
+            )
+        if self.gpus is not None and (isinstance(self.gpus, bool) or self.gpus < 0):
+            raise ConfigError(f"--gpus={self.gpus}; expected an integer >= 0 (default: all GPUs)")
+        if self.executor is ExecutorKind.LOCAL and self.ray_address:
+            raise ConfigError(
+                f"--executor=local with --ray-address={self.ray_address}; drop one of them"
             )
 
     def tunables(self) -> dict[str, Any]:

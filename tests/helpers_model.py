@@ -7,8 +7,6 @@ decoder to Parquet with consistent shapes, times and probabilities.
 
 from __future__ import annotations
 
-import logging
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,14 +32,11 @@ def make_debug_model(path: Path, *, spec: ModelSpec = DEBUG_SPEC, seed: int = 0)
 def ray_session() -> Iterator[None]:
     """One 2-CPU local Ray for every test that needs it (import this fixture into a test
     module). A Ray already running is reused and left running."""
-    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"  # patient data: no telemetry
-    import ray
+    # fervid's own start-up: loopback only, no outbound traffic, a private session folder
+    from fervid.engine.ray_setup import start_ray
 
-    if ray.is_initialized():
-        yield
-        return
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    session = start_ray(address=None, num_cpus=2)  # reuses a Ray already running
     try:
         yield
     finally:
-        ray.shutdown()
+        session.close()

@@ -16,21 +16,26 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import frame_number
-from helpers_model import DEBUG_SPEC, ray_session  # noqa: F401  (fixture)
+from helpers_model import DEBUG_SPEC, make_debug_model, ray_session  # noqa: F401  (fixture)
 
+from fervid.engine import runner as engine
+from fervid.engine.model_ref import ModelRef, model_ref
+from fervid.engine.ray_executor import ClassifiedChunk, RayExecutor
 from fervid.engine.runner import (
+    ChunkDone,
+    ChunkFailed,
+    ChunkTask,
     LocalExecutor,
-    RayExecutor,
     extract_video,
     merge_video_faces,
     plan_chunks,
+    without_crops,
 )
-from fervid.engine import runner as engine
 from fervid.errors import ConfigError, DecodeError
 from fervid.extract import decode
 from fervid.extract.decode import FrameSampler, probe
 from fervid.records import Frame, VideoFaces, VideoInfo, VideoInput
-from fervid.settings import RunSettings, SampleSettings
+from fervid.settings import ClassifySettings, ExecutorKind, RunSettings, SampleSettings
 
 NTSC = 30000 / 1001
 WOLF = "WolfgangLanger_Pexels.mp4"  # 19.7 s, 23.976 fps, keyframes every 3 s
@@ -317,22 +322,40 @@ def _video(path: Path) -> VideoInput:
     )
 
 
-def _settings(tmp_path: Path, chunk_seconds: float, fps: float = 2.0) -> RunSettings:
+def _settings(tmp_path: Path, chunk_seconds: float, fps: float = 2.0, **kw: Any) -> RunSettings:
     return RunSettings(
         inputs=(tmp_path,), out=tmp_path / "out", chunk_seconds=chunk_seconds,
-        sample=SampleSettings(fps=fps),
+        sample=SampleSettings(fps=fps), **kw,
     )  # fmt: skip
 
 
-def _assert_same_faces(a: VideoFaces, b: VideoFaces) -> None:
-    for name in ("sampled_frame_index", "sampled_timestamp_s", "frame_index", "timestamp_s",
-                 "boxes", "det_scores", "crops"):  # fmt: skip
+def _tasks(video: VideoInput, chunk_seconds: float, info: VideoInfo | None = None) -> list:
+    info = info or probe(video.path)
+    plan = plan_chunks(info, chunk_seconds)
+    return [
+        ChunkTask(video=video, info=info, index=k, count=len(plan), start_s=a, end_s=b)
+        for k, (a, b) in enumerate(plan)
+    ]
+
+
+def _assert_same_faces(a: VideoFaces, b: VideoFaces, *, crops: bool = True) -> None:
+    names = ["sampled_frame_index", "sampled_timestamp_s", "frame_index", "timestamp_s",
+             "boxes", "det_scores"] + (["crops"] if crops else [])  # fmt: skip
+    for name in names:
         x, y = getattr(a, name), getattr(b, name)
         assert x.dtype == y.dtype and np.array_equal(x, y), name
     assert (a.video, a.info, a.warnings) == (b.video, b.info, b.warnings)
 
 
-def test_chunked_extraction_equals_unchunked(sample_dir: Path, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def debug_model(tmp_path_factory: pytest.TempPathFactory) -> ModelRef:
+    path = make_debug_model(tmp_path_factory.mktemp("model") / "debug.safetensors")
+    return model_ref(path)
+
+
+def test_chunked_extraction_equals_unchunked(
+    sample_dir: Path, tmp_path: Path, debug_model: ModelRef
+) -> None:
     video = _video(sample_dir / WOLF)
     whole = extract_video(video, _settings(tmp_path, 0.0, fps=1.0), DEBUG_SPEC)
     assert whole.n_faces >= 15  # the test means something only with faces found
@@ -347,22 +370,13 @@ def test_chunked_extraction_equals_unchunked(sample_dir: Path, tmp_path: Path) -
     assert all(len(p.sampled_frame_index) for p in parts)
     _assert_same_faces(merge_video_faces(parts), whole)
 
-    (v, outcome), = LocalExecutor(settings, DEBUG_SPEC, None).extract([video])  # fmt: skip
-    assert v == video and isinstance(outcome, VideoFaces)
-    _assert_same_faces(outcome, whole)
-    assert outcome.seconds["extract"] >= sum(p.seconds["extract"] for p in parts) * 0.5
-
-
-def test_local_executor_failures_stay_per_video(
-    sample_dir: Path, tmp_path: Path, text_video: Path
-) -> None:
-    videos = [_video(text_video), _video(sample_dir / "single_face.mp4")]
-    out = list(LocalExecutor(_settings(tmp_path, 1.0), DEBUG_SPEC, None).extract(videos))
-    assert [v for v, _ in out] == videos
-    assert isinstance(out[0][1], DecodeError) and "not a video" in str(out[0][1])
-    assert isinstance(out[1][1], VideoFaces) and out[1][1].sampled_frame_index.tolist() == [
-        0, 15, 30, 45, 60,
-    ]  # fmt: skip
+    outcomes = list(LocalExecutor(settings, debug_model).run(_tasks(video, 5.0, info)))
+    assert [type(o).__name__ for o in outcomes] == ["ChunkDone"] * 4
+    assert [o.task.index for o in outcomes] == [0, 1, 2, 3]
+    merged = merge_video_faces([o.faces for o in outcomes])
+    _assert_same_faces(merged, whole, crops=False)
+    assert merged.crops.shape == (whole.n_faces, 0)  # classified: the pixels are gone
+    assert sum(len(o.probs) for o in outcomes) == whole.n_faces
 
 
 def test_bad_chunk_seconds_fails_the_run_not_each_video(tmp_path: Path) -> None:
@@ -371,55 +385,91 @@ def test_bad_chunk_seconds_fails_the_run_not_each_video(tmp_path: Path) -> None:
         _settings(tmp_path, -1.0)
 
 
-def test_local_executor_a_failed_chunk_fails_its_video(
-    sample_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_a_failed_chunk_fails_its_video_and_skips_the_rest_of_it(
+    copy_sample: Callable[[str, str], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     real_extract = engine.extract_video
-    starts: list[float] = []
+    starts: list[tuple[str, float]] = []
 
     def failing_third_chunk(video: VideoInput, *args: Any, **kwargs: Any) -> VideoFaces:
-        starts.append(kwargs["start_s"])
-        if kwargs["start_s"] == 2.0:
+        starts.append((video.rel_path, kwargs["start_s"]))
+        if video.rel_path == "b.mp4" and kwargs["start_s"] == 2.0:
             raise DecodeError("simulated failure in the third chunk")
         return real_extract(video, *args, **kwargs)
 
     monkeypatch.setattr(engine, "extract_video", failing_third_chunk)
-    videos = [_video(sample_dir / "single_face.mp4"), _video(sample_dir / "no_face.mp4")]
-    out = list(LocalExecutor(_settings(tmp_path, 1.0), DEBUG_SPEC, None).extract(videos))
+    copy_sample("single_face.mp4", "in/a.mp4")
+    copy_sample("no_face.mp4", "in/b.mp4")
+    model = make_debug_model(tmp_path / "m.safetensors")
+    settings = RunSettings(
+        inputs=(tmp_path / "in",), out=tmp_path / "r.parquet", chunk_seconds=1.0,
+        classify=ClassifySettings(model_path=model), executor=ExecutorKind.LOCAL,
+    )  # fmt: skip
+
+    summary = engine.run(settings)
+
     # 2.4 s: 2 chunks, fine; 3.9 s: 4 chunks, the third fails and the fourth never runs
-    assert starts == [0.0, 1.0, 0.0, 1.0, 2.0]
-    assert [type(o).__name__ for _, o in out] == ["VideoFaces", "DecodeError"]
-    assert "third chunk" in str(out[1][1])
+    assert starts == [("a.mp4", 0.0), ("a.mp4", 1.0), ("b.mp4", 0.0), ("b.mp4", 1.0),
+                      ("b.mp4", 2.0)]  # fmt: skip
+    assert summary.ok == 1 and summary.failed == [("b.mp4", "simulated failure in the third chunk")]
+    # the finished chunks of the failed video are not kept: a rerun redoes it whole
+    assert not list((tmp_path / ".r.parquet.fervid" / ".chunks").glob("*/*/*.parquet"))
 
 
-class _FakeRef:
-    def __init__(self, seq: int, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
-        self.seq, self.fn, self.args = seq, fn, args
+# --------------------------------------------------------------------------- RayExecutor, faked
+class _ActorDied(Exception):
+    """Stands in for ray.exceptions.RayActorError."""
+
+
+class _Ref:
+    def __init__(self, seq: int, kind: str, compute: Callable[[], Any], args: tuple = ()) -> None:
+        self.seq, self.kind, self.args = seq, kind, args
+        self._compute, self._done, self._value, self._error = compute, False, None, None
+
+    def value(self) -> Any:
+        if not self._done:
+            self._done = True
+            try:
+                self._value = self._compute()
+            except Exception as e:
+                self._error = e
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 class _FakeRay:
-    """Ray's API as RayExecutor.extract uses it, in-process: tasks finish in the order they
-    were submitted. Records the most tasks in flight and the cancelled ones."""
+    """Ray's API as RayExecutor.run uses it, in-process: refs resolve in submission order.
+    Records the extraction tasks in flight, each actor's queue, what the driver fetched
+    and what was cancelled."""
 
-    def __init__(self, probe: Callable[[Path], Any]) -> None:
-        self.probe, self.seq, self.max_in_flight = probe, 0, 0
-        self.in_flight: set[_FakeRef] = set()
-        self.cancelled: list[tuple[Any, ...]] = []
+    class exceptions:  # mirrors ray.exceptions
+        RayActorError = _ActorDied
+
+    def __init__(self) -> None:
+        self.seq = 0
+        self.extracting: set[_Ref] = set()
+        self.max_extracting = 0
+        self.max_actor_queue = 0
+        self.fetched: list[str] = []  # kinds of the refs the driver called get on
+        self.cancelled: list[tuple[float, float | None]] = []
+
+    def submit(self, kind: str, compute: Callable[[], Any], args: tuple = ()) -> _Ref:
+        self.seq += 1
+        ref = _Ref(self.seq, kind, compute, args)
+        if kind == "extract":
+            self.extracting.add(ref)
+            self.max_extracting = max(self.max_extracting, len(self.extracting))
+        return ref
 
     def remote(self, **options: Any) -> Callable[[Callable[..., Any]], Any]:
         ray = self
 
         def wrap(fn: Callable[..., Any]) -> Any:
-            target = ray.probe if fn is engine._probe_task else fn
-
             class Remote:
                 @staticmethod
-                def remote(*args: Any) -> _FakeRef:
-                    ray.seq += 1
-                    ref = _FakeRef(ray.seq, target, args)
-                    ray.in_flight.add(ref)
-                    ray.max_in_flight = max(ray.max_in_flight, len(ray.in_flight))
-                    return ref
+                def remote(*args: Any) -> _Ref:
+                    return ray.submit("extract", lambda: fn(*args), args)
 
             return Remote
 
@@ -428,54 +478,148 @@ class _FakeRay:
     def put(self, value: Any) -> Any:
         return value
 
-    def wait(self, refs: list[_FakeRef], num_returns: int) -> tuple[list[_FakeRef], list]:
+    def wait(self, refs: list[_Ref], num_returns: int, fetch_local: bool = True) -> tuple:
+        assert not fetch_local, "the driver must not pull extraction results (crops) to itself"
         first = min(refs, key=lambda r: r.seq)
-        self.in_flight.discard(first)
+        self.extracting.discard(first)
         return [first], [r for r in refs if r is not first]
 
-    def get(self, ref: _FakeRef) -> Any:
-        return ref.fn(*ref.args)
+    def get(self, ref: _Ref) -> Any:
+        self.fetched.append(ref.kind)
+        return ref.value()
 
-    def cancel(self, ref: _FakeRef) -> None:
-        self.cancelled.append(ref.args[3:5])
+    def cancel(self, ref: _Ref, force: bool = False) -> None:
+        self.cancelled.append((ref.args[0].start_s, ref.args[0].end_s))
+
+    def kill(self, actor: Any) -> None:
+        actor.killed = True
 
 
-def test_ray_executor_schedules_chunks_and_cancels_a_failed_video(tmp_path: Path) -> None:
-    durations = {"a.mp4": 15.0, "b.mp4": 10.0, "c.mp4": 5.0}  # 3, 2 and 1 chunks of 5 s
+class _FakeActor:
+    """A classifier actor that resolves its argument itself (as Ray does in the actor's
+    process) and dies while classifying the videos in ``die_on``."""
 
-    def probe_task(path: Path) -> tuple[VideoInfo, float] | Exception:
-        if path.name == "c.mp4":
-            return DecodeError(f"{path}: not a video or unknown format")
-        return _info(durations[path.name]), 0.5
+    def __init__(self, ray: _FakeRay, die_on: set[str]) -> None:
+        self.ray, self.die_on, self.queued, self.killed = ray, die_on, 0, False
+        actor = self
 
-    def extract_task(video, settings, spec, start_s, end_s, info) -> VideoFaces | Exception:
-        if video.video_id == "a" and start_s == 5.0:
-            return DecodeError("simulated failure in a's second chunk")
-        first = round(start_s * 30)
-        return _part(video.video_id, [first, first + 15], seconds={"extract": 1.0})
+        class Method:
+            def __init__(self, fn: Callable[..., Any], kind: str) -> None:
+                self.fn, self.kind = fn, kind
 
-    fake = _FakeRay(probe_task)
+            def remote(self, *args: Any) -> _Ref:
+                return actor.ray.submit(self.kind, lambda: self.fn(*args), args)
+
+        self.classify = Method(self._classify, "classify")
+        self.ready = Method(lambda: "sha", "ready")
+
+    def _classify(self, ref: _Ref) -> Any:
+        extracted = ref.value()  # resolved in the actor, not fetched by the driver
+        if isinstance(extracted, BaseException):
+            return extracted
+        if extracted.video.video_id in self.die_on:
+            raise _ActorDied("the actor process was killed")
+        probs = np.full((extracted.n_faces, 7), 1 / 7, np.float32)
+        return ClassifiedChunk(faces=without_crops(extracted), probs=probs, sha256="sha")
+
+
+def _fake_executor(tmp_path: Path, fake: _FakeRay, extract: Callable[..., Any], die_on=()):
     executor = RayExecutor.__new__(RayExecutor)  # no Ray: the fake stands in for it
     executor._ray, executor.workers = fake, 2
-    executor.settings, executor.spec = _settings(tmp_path, 5.0), DEBUG_SPEC
-    executor._task = fake.remote(num_cpus=1)(extract_task)
-    videos = [
-        VideoInput(path=tmp_path / f"{n}.mp4", video_id=n, rel_path=f"{n}.mp4", size_bytes=1)
-        for n in ("a", "b", "c")
-    ]
-    out = [(v.video_id, o) for v, o in executor.extract(videos)]
+    executor.settings, executor.spec, executor.sha256 = _settings(tmp_path, 5.0), DEBUG_SPEC, "sha"
+    executor._task = fake.remote(num_cpus=1)(extract)
+    actors: list[_FakeActor] = []
 
-    # b's chunks go before c's probe: earlier videos finish first
-    assert [(vid, type(o).__name__) for vid, o in out] == [
-        ("a", "DecodeError"), ("b", "VideoFaces"), ("c", "DecodeError"),
+    class ActorClass:
+        @staticmethod
+        def remote(*args: Any) -> _FakeActor:
+            actors.append(_FakeActor(fake, set(die_on)))
+            return actors[-1]
+
+    executor._actor_cls, executor._actor_args = ActorClass, ()
+    executor._actors = [executor._new_actor()]
+    executor._replacements, executor._cancelled, executor._extracting = 0, set(), {}
+    return executor, actors
+
+
+def _fake_tasks(tmp_path: Path, durations: dict[str, float]) -> list[ChunkTask]:
+    tasks = []
+    for name, duration in durations.items():
+        video = VideoInput(path=tmp_path / f"{name}.mp4", video_id=name, rel_path=f"{name}.mp4",
+                           size_bytes=1)  # fmt: skip
+        tasks += _tasks(video, 5.0, _info(duration))
+    return tasks
+
+
+def _fake_extract(task: ChunkTask, settings: RunSettings, spec: Any) -> VideoFaces | Exception:
+    if task.video.video_id == "a" and task.start_s == 5.0:
+        return DecodeError("simulated failure in a's second chunk")
+    first = round(task.start_s * 30)
+    return _part(task.video.video_id, [first, first + 15], seconds={"extract": 1.0})
+
+
+def test_ray_executor_streams_chunks_to_the_actor_and_cancels_a_failed_video(
+    tmp_path: Path,
+) -> None:
+    fake = _FakeRay()
+    executor, _ = _fake_executor(tmp_path, fake, _fake_extract)
+    tasks = _fake_tasks(tmp_path, {"a": 15.0, "b": 10.0, "c": 5.0})  # 3, 2 and 1 chunks
+
+    out = list(executor.run(tasks))
+
+    got = [(o.task.video.video_id, o.task.index, type(o).__name__) for o in out]
+    (failed,) = [o for o in out if isinstance(o, ChunkFailed)]
+    assert (failed.task.video.video_id, failed.task.index) == ("a", 1)
+    assert "second chunk" in str(failed.error)
+    assert [g for g in got if g[0] != "a"] == [
+        ("b", 0, "ChunkDone"), ("b", 1, "ChunkDone"), ("c", 0, "ChunkDone"),
     ]  # fmt: skip
-    assert "second chunk" in str(out[0][1]) and "not a video" in str(out[2][1])
-    assert fake.max_in_flight == 2  # never more than `workers`
-    assert fake.cancelled == [(10.0, None)]  # a's third chunk was in flight when a failed
-    b = out[1][1]
-    assert isinstance(b, VideoFaces)
-    assert b.sampled_frame_index.tolist() == [0, 15, 150, 165]  # both chunks, in order
-    assert b.seconds["extract"] == 2.5  # two chunks plus the probe
+    assert fake.max_extracting <= 2  # never more extraction tasks than workers
+    assert "extract" not in fake.fetched  # crops never pass through the driver
+    b = [o for o in out if isinstance(o, ChunkDone) and o.task.video.video_id == "b"]
+    assert all(o.faces.crops.shape == (2, 0) and o.probs.shape == (2, 7) for o in b)
+
+
+def test_ray_executor_cancel_video_drops_its_queued_chunks(tmp_path: Path) -> None:
+    fake = _FakeRay()
+    executor, _ = _fake_executor(tmp_path, fake, _fake_extract)
+    tasks = _fake_tasks(tmp_path, {"a": 15.0, "b": 5.0})
+    seen = []
+    for o in executor.run(tasks):
+        seen.append((o.task.video.video_id, o.task.index))
+        if isinstance(o, ChunkFailed):
+            executor.cancel_video(o.task.video.video_id)  # what run() does
+    assert ("a", 2) not in seen  # a's third chunk was in flight when a failed: dropped
+    assert ("a", 1) in seen and ("b", 0) in seen
+
+
+def test_ray_executor_replaces_a_dead_actor_and_finishes_the_rest(tmp_path: Path) -> None:
+    fake = _FakeRay()
+    executor, actors = _fake_executor(
+        tmp_path,
+        fake,
+        lambda t, s, p: _part(t.video.video_id, [round(t.start_s * 30)]),
+        die_on={"b"},
+    )
+    tasks = _fake_tasks(tmp_path, {"a": 5.0, "b": 5.0, "c": 5.0, "d": 5.0})
+
+    out = {o.task.video.video_id: o for o in executor.run(tasks)}
+
+    assert isinstance(out["b"], ChunkFailed) and "classifier actor died" in str(out["b"].error)
+    assert all(isinstance(out[v], ChunkDone) for v in "acd")  # the rest finish
+    assert len(actors) == 2 and actors[0].killed and not actors[1].killed
+
+
+def test_ray_executor_fails_what_is_left_when_actors_keep_dying(tmp_path: Path) -> None:
+    fake = _FakeRay()
+    doomed = {"a", "b", "c", "d", "e"}
+    executor, actors = _fake_executor(
+        tmp_path, fake, lambda t, s, p: _part(t.video.video_id, [0]), die_on=doomed
+    )
+    out = list(executor.run(_fake_tasks(tmp_path, dict.fromkeys(sorted(doomed), 5.0))))
+    assert len(out) == 5 and all(isinstance(o, ChunkFailed) for o in out)
+    assert len(actors) == 1 + 2  # the first and its two replacements
+    assert all("actor died" in str(o.error) for o in out)  # failed rows, no hang, no crash
 
 
 @pytest.mark.slow
@@ -483,19 +627,25 @@ def test_ray_executor_chunks_equal_local(
     ray_session: None,  # noqa: F811
     sample_dir: Path,
     tmp_path: Path,
-    text_video: Path,
+    debug_model: ModelRef,
 ) -> None:
     settings = _settings(tmp_path, 5.0)
-    videos = [_video(sample_dir / WOLF), _video(text_video), _video(sample_dir / "no_face.mp4")]
-    executor = RayExecutor(settings, DEBUG_SPEC, None)
+    videos = [_video(sample_dir / WOLF), _video(sample_dir / "no_face.mp4")]
+    tasks = [t for v in videos for t in _tasks(v, 5.0)]
+    executor = RayExecutor(settings, debug_model)
     try:
-        got = {v.video_id: outcome for v, outcome in executor.extract(videos)}
+        got = list(executor.run(tasks))
     finally:
         executor.close()
-    assert sorted(got) == sorted(v.video_id for v in videos)
-    assert isinstance(got["notes"], DecodeError)
-    for v in (videos[0], videos[2]):
-        expected = extract_video(v, _settings(tmp_path, 0.0), DEBUG_SPEC)
-        result = got[v.video_id]
-        assert isinstance(result, VideoFaces)
-        _assert_same_faces(result, expected)
+    assert sorted((o.task.video.video_id, o.task.index) for o in got) == sorted(
+        (t.video.video_id, t.index) for t in tasks
+    )
+    local = {
+        (o.task.video.video_id, o.task.index): o
+        for o in LocalExecutor(settings, debug_model).run(tasks)
+    }
+    for o in got:
+        assert isinstance(o, ChunkDone)
+        expected = local[(o.task.video.video_id, o.task.index)]
+        _assert_same_faces(o.faces, expected.faces, crops=False)
+        np.testing.assert_allclose(o.probs, expected.probs, atol=1e-6)

@@ -14,8 +14,16 @@ from helpers_model import (
     ray_session,  # noqa: F401 (a session fixture)
 )
 
-from fervid.engine.runner import LocalExecutor, error_message, extract_video, finish_video, run
 from fervid.engine import runner as engine
+from fervid.engine.model_ref import ModelRef
+from fervid.engine.runner import (
+    LocalExecutor,
+    RunInterrupted,
+    error_message,
+    extract_video,
+    finish_video,
+    run,
+)
 from fervid.errors import DecodeError
 from fervid.extract.discover import discover
 from fervid.model.classes import EMOTIONS
@@ -26,6 +34,7 @@ from fervid.records import VideoFaces, VideoInfo, VideoInput
 from fervid.settings import (
     ClassifySettings,
     DiscoverSettings,
+    ExecutorKind,
     RunSettings,
     SampleSettings,
     Smoothing,
@@ -57,8 +66,8 @@ def settings_for(
     )
 
 
-def local(settings: RunSettings, spec: ModelSpec, classifier: object) -> LocalExecutor:
-    return LocalExecutor(settings, spec, classifier)
+def local(settings: RunSettings, model: ModelRef, hooks: object) -> LocalExecutor:
+    return LocalExecutor(settings, model)
 
 
 def video_input(path: Path) -> VideoInput:
@@ -256,14 +265,10 @@ def _assert_same_frames(a: pa.Table, b: pa.Table) -> None:
         np.testing.assert_allclose(a[c].to_numpy(), b[c].to_numpy(), atol=1e-5, err_msg=c)
 
 
-def test_batches_across_videos_give_the_same_rows(
-    inputs: Path, tmp_path: Path, model: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Crops of several videos share classifier batches; each video gets its own rows."""
+def test_batch_size_does_not_change_rows(inputs: Path, tmp_path: Path, model: Path) -> None:
+    """Batches end mid-video at batch size 1; each video still gets exactly its rows."""
     one = settings_for([inputs], tmp_path / "one.parquet", model)
     run(one, executor_factory=local)
-    # batch size 1 and a flush every 3 faces: batches end mid-video and span videos
-    monkeypatch.setattr(engine, "PENDING_BATCHES", 3)
     small = settings_for([inputs], tmp_path / "small.parquet", model, classify={"batch_size": 1})
     summary = run(small, executor_factory=local)
     assert summary.ok == 2 and not summary.failed
@@ -292,13 +297,15 @@ def test_local_and_ray_executors_give_identical_frames(
     local_settings = settings_for([inputs], tmp_path / "local.parquet", model)
     # chunks of 2 s: b.mov (6.4 s) runs as three tasks on the two workers
     ray_settings = settings_for(
-        [inputs], tmp_path / "ray.parquet", model, workers=2, chunk_seconds=2.0
-    )
+        [inputs], tmp_path / "ray.parquet", model, workers=2, chunk_seconds=2.0,
+        executor=ExecutorKind.RAY,
+    )  # fmt: skip
 
     a = run(local_settings, executor_factory=local)
-    b = run(ray_settings)  # the default executor: Ray
+    b = run(ray_settings)
 
     assert (a.ok, b.ok, a.failed, b.failed) == (2, 2, [], [])
+    assert (a.executor, b.executor) == ("local", "ray")
     assert ray.is_initialized(), "RayExecutor shut down a Ray session it did not start"
     _assert_same_frames(
         read_table(local_settings.out, FRAMES), read_table(ray_settings.out, FRAMES)
@@ -366,12 +373,14 @@ def test_interrupt_stops_the_run_and_leaves_the_output_usable(
 
     monkeypatch.setattr(engine, "extract_video", interrupted)
     settings = settings_for([inputs], tmp_path / "r.parquet", model)
-    with pytest.raises(KeyboardInterrupt):  # Ctrl-C is not a failed video
+    with pytest.raises(RunInterrupted) as stopped:  # Ctrl-C is not a failed video
         run(settings, executor_factory=local)
+    assert stopped.value.summary.ok == 1  # a.mp4 was written before b.mov stopped the run
+    assert stopped.value.message == "interrupted: 1 done, 1 not started; rerun to resume"
 
     monkeypatch.setattr(engine, "extract_video", real)
     summary = run(settings, executor_factory=local)  # the lock was released
-    assert summary.ok + summary.skipped == 2 and not summary.failed
+    assert (summary.ok, summary.skipped, summary.failed) == (1, 1, [])
     assert len(read_table(settings.out, VIDEOS)) == 2
 
 

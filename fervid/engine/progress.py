@@ -6,7 +6,14 @@ from types import TracebackType
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from fervid.engine.runner import RunSummary
@@ -14,13 +21,16 @@ from fervid.records import VideoInput
 
 
 class RichHooks:
-    """A rich progress bar over videos; one line per failed video."""
+    """Progress on the terminal (stderr): a status line while Ray starts, then a bar over
+    video-seconds (chunks advance it, so one long video moves too) with an ETA, and one
+    line per video as it finishes."""
 
     def __init__(self, console: Console, *, enabled: bool = True) -> None:
         self.console = console
         self.enabled = enabled
         self._progress: Progress | None = None
-        self._task = None
+        self._task: TaskID | None = None
+        self._videos = (0, 0)  # (finished, total)
 
     def __enter__(self) -> RichHooks:
         return self
@@ -31,26 +41,50 @@ class RichHooks:
         if self._progress is not None:
             self._progress.__exit__(et, e, tb)
 
-    def start(self, total: int, skipped: int) -> None:
-        # The bar appears only once the videos are found and the model is loaded, so a
-        # usage error before that leaves stderr with its one line and no empty bar.
+    def status(self, message: str) -> None:
+        if not self.enabled:
+            return
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, description=escape(message))
+        else:
+            self.console.print(f"[dim]{escape(message)}[/]", highlight=False, soft_wrap=True)
+
+    def start(self, total: int, skipped: int, seconds: float) -> None:
+        # The bar appears only once the videos are found and planned, so a usage error
+        # before that leaves stderr with its one line and no empty bar.
         if not self.enabled or self._progress is not None:
             return
+        self._videos = (0, total)
         self._progress = Progress(
-            TextColumn("[bold]fervid[/]"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), TextColumn("{task.description}"),
+            TextColumn("[bold]fervid[/]"), BarColumn(), TextColumn("{task.fields[videos]}"),
+            TextColumn("{task.completed:.0f}/{task.total:.0f} s"), TimeElapsedColumn(),
+            TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.description}"),
             console=self.console, transient=False,
         )  # fmt: skip
         self._progress.__enter__()
         note = f"{skipped} already done" if skipped else ""
-        self._task = self._progress.add_task(note, total=total)
+        self._task = self._progress.add_task(
+            note, total=max(seconds, 1e-9), videos=f"0/{total} videos"
+        )
+
+    def chunk_done(self, video: VideoInput, seconds: float) -> None:
+        if self._progress is None or self._task is None:
+            return
+        self._progress.update(self._task, advance=seconds)
 
     def video_done(self, video: VideoInput, status: str, detail: str) -> None:
         if self._progress is None or self._task is None:
             return
-        self._progress.update(self._task, advance=1, description=escape(video.rel_path[-40:]))
+        done, total = self._videos[0] + 1, self._videos[1]
+        self._videos = (done, total)
+        self._progress.update(self._task, videos=f"{done}/{total} videos", description="")
         if status != "ok":
             _print_failed(self._progress.console, video.rel_path, detail)
+        else:
+            self._progress.console.print(
+                f"[green]done[/] {escape(video.rel_path)}: {escape(detail)}",
+                highlight=False, soft_wrap=True,
+            )  # fmt: skip
 
 
 def print_summary(console: Console, s: RunSummary) -> None:

@@ -1,15 +1,18 @@
 """The engine: wires the stages per video and runs them through an executor.
 
-This is the only module that knows about Ray. Per video, CPU workers run
-decode -> sample -> detect -> crop (:func:`extract_video`); crops from several videos
-are classified together in batches by one classifier (a GPU actor when there is a GPU);
-the driver then tracks, smooths, segments (:func:`finish_video`) and writes each video
-as soon as it is done, so nothing computed is lost if the run stops.
+Per video, workers run decode -> sample -> detect -> crop (:func:`extract_video`) per
+time chunk (:func:`plan_chunks`, ``RunSettings.chunk_seconds``); a classifier turns each
+chunk's crops into probabilities; the driver keeps each classified chunk (on disk for a
+long video, :mod:`fervid.engine.chunk_store`), and the moment a video's last chunk is
+classified it merges them in time order (:func:`merge_video_faces`), tracks, smooths,
+segments (:func:`finish_video`) and writes the video. So nothing finished is lost when
+the run stops, and a rerun resumes a long recording from its last finished chunk.
+Chunks sample on the whole video's grid, so the merged result equals an unchunked run.
 
-Long videos are split into time chunks (:func:`plan_chunks`, ``RunSettings.chunk_seconds``)
-that run as separate tasks and are merged in time order (:func:`merge_video_faces`), so
-one long recording uses every worker and a crashed worker costs one chunk. Chunks sample
-on the whole video's grid, so the merged result is identical to an unchunked run.
+Executors: :class:`LocalExecutor` (in-process) here, ``RayExecutor`` in
+:mod:`fervid.engine.ray_executor` (the only module besides :mod:`fervid.engine.ray_setup`
+that imports Ray). ``--executor auto`` picks local for a small job
+(:data:`AUTO_LOCAL_MAX_SECONDS`), Ray above it; rows are identical either way.
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ import contextlib
 import dataclasses
 import math
 import os
+import signal
+import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,14 +32,12 @@ from typing import Any, Protocol
 import numpy as np
 
 from fervid import __version__
+from fervid.engine.chunk_store import ChunkStore
+from fervid.engine.model_ref import ModelRef, load_verified
 from fervid.errors import FervidError
 from fervid.model.spec import ModelSpec
 from fervid.records import VideoFaces, VideoInfo, VideoInput, VideoResult
-from fervid.settings import RunSettings, check_chunk_seconds
-
-#: Crops waiting for classification are flushed once this many batches are pending,
-#: so batches span videos without holding many videos' crops in memory.
-PENDING_BATCHES = 4
+from fervid.settings import ExecutorKind, RunSettings, check_chunk_seconds
 
 Chunk = tuple[float, float | None]  # [start_s, end_s) in seconds; end None: to the end
 
@@ -124,6 +126,7 @@ def extract_video(
         warnings=tuple(sampler.warnings),
         seconds={"extract": total, "detect_crop": t_detect, "decode": total - t_detect},
         quality=FaceQuality.concat(quality),
+        sample_interval_s=settings.sample.interval_s(info.fps),  # once, for every consumer
     )
 
 
@@ -171,22 +174,8 @@ def merge_video_faces(parts: list[VideoFaces]) -> VideoFaces:
         quality=None
         if any(p.quality is None for p in parts)
         else FaceQuality.concat([p.quality for p in parts if p.quality is not None]),
+        sample_interval_s=first.sample_interval_s,
     )
-
-
-def extract_video_chunked(video: VideoInput, settings: RunSettings, spec: ModelSpec) -> VideoFaces:
-    """probe -> :func:`extract_video` per chunk of :func:`plan_chunks` -> merge, in this
-    process, one chunk after another (what :class:`LocalExecutor` runs per video)."""
-    from fervid.extract.decode import probe
-
-    t0 = time.perf_counter()
-    info = probe(video.path)
-    probe_s = time.perf_counter() - t0
-    parts = [
-        extract_video(video, settings, spec, start_s=a, end_s=b, info=info)
-        for a, b in plan_chunks(info, settings.chunk_seconds)
-    ]  # one VideoFaces per chunk, in time order
-    return _with_probe_time(merge_video_faces(parts), probe_s)
 
 
 def _with_probe_time(faces: VideoFaces, probe_s: float) -> VideoFaces:
@@ -209,7 +198,7 @@ def finish_video(
     )  # (n,)
     smoothed = np.zeros_like(probs)
     segments = {}
-    interval = 1.0 / settings.sample.fps if settings.sample.fps else None
+    interval = faces.sample_interval_s  # the videos table's sample_interval_s
     for fid in np.unique(face_id):
         rows = np.flatnonzero(face_id == fid)  # this face's rows, in time order
         smoothed[rows] = smooth_probs(faces.timestamp_s[rows], probs[rows], settings.smooth)
@@ -226,38 +215,104 @@ def finish_video(
     )  # fmt: skip
 
 
-# --------------------------------------------------------------------------- executors
-Outcome = VideoFaces | BaseException
+# --------------------------------------------------------------------------- chunks of work
+@dataclass(frozen=True, kw_only=True)
+class ChunkTask:
+    """One unit of work: chunk ``index`` of the ``count`` chunks of ``video``, the
+    sampled frames with ``start_s <= timestamp < end_s`` (seconds; None: to the end)."""
+
+    video: VideoInput
+    info: VideoInfo
+    index: int
+    count: int
+    start_s: float
+    end_s: float | None
+
+    @property
+    def seconds(self) -> float:
+        """Video seconds this chunk covers (for progress and ETA)."""
+        end = self.info.duration_s if self.end_s is None else self.end_s
+        return max(0.0, end - self.start_s) if math.isfinite(end) else 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChunkDone:
+    """A classified chunk: ``faces`` without crops (``crops`` is ``(n, 0)``) and
+    ``probs`` float32 (n, C), one row per face, in ``faces``' order."""
+
+    task: ChunkTask
+    faces: VideoFaces
+    probs: np.ndarray
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChunkFailed:
+    """A chunk that could not be extracted or classified; its video fails."""
+
+    task: ChunkTask
+    error: BaseException
+
+
+ChunkOutcome = ChunkDone | ChunkFailed
+
+
+def without_crops(faces: VideoFaces) -> VideoFaces:
+    """``faces`` with its crops dropped (``(n, 0)`` uint8): what travels back to the
+    driver and to disk once the crops are classified."""
+    return dataclasses.replace(faces, crops=np.zeros((faces.n_faces, 0), np.uint8))
 
 
 class Executor(Protocol):
-    """Runs :func:`extract_video` over many videos and classifies crops in batches."""
+    """Extracts and classifies chunks; the driver tracks, smooths and writes."""
 
-    def extract(self, videos: list[VideoInput]) -> Iterator[tuple[VideoInput, Outcome]]: ...
+    def run(self, tasks: list[ChunkTask]) -> Iterator[ChunkOutcome]:
+        """Every task's outcome, in completion order (not submission order)."""
+        ...
 
-    def classify(self, crops: np.ndarray) -> np.ndarray: ...
+    def cancel_video(self, video_id: str) -> None:
+        """Skip the video's chunks not yet done (one of its chunks failed)."""
+        ...
 
     def close(self) -> None: ...
 
 
 class LocalExecutor:
-    """Everything in this process, one video at a time: for tests and debugging."""
+    """Everything in this process, one chunk after another: small jobs, tests, debugging.
 
-    def __init__(self, settings: RunSettings, spec: ModelSpec, classifier: Any) -> None:
-        self.settings, self.spec, self.classifier = settings, spec, classifier
+    The classifier is built from the run's verified model bytes (``model``), or is the
+    ``classifier`` given (tests)."""
 
-    def extract(self, videos: list[VideoInput]) -> Iterator[tuple[VideoInput, Outcome]]:
-        """Each video's chunks in turn, merged; a failure of any is that video's outcome."""
-        for v in videos:
-            outcome: Outcome
+    name = "local"
+
+    def __init__(self, settings: RunSettings, model: ModelRef, classifier: Any = None) -> None:
+        self.settings, self.spec = settings, model.spec
+        if classifier is None:
+            from fervid.model.classify import EmotionClassifier
+
+            loaded = load_verified(model.data, model.sha256, model.spec)
+            classifier = EmotionClassifier(
+                settings=settings.classify, cpu_threads=_classifier_threads(settings), model=loaded
+            )
+        self.classifier = classifier
+        self._cancelled: set[str] = set()
+
+    def run(self, tasks: list[ChunkTask]) -> Iterator[ChunkOutcome]:
+        for task in tasks:
+            if task.video.video_id in self._cancelled:
+                continue
             try:
-                outcome = extract_video_chunked(v, self.settings, self.spec)
+                faces = extract_video(
+                    task.video, self.settings, self.spec,
+                    start_s=task.start_s, end_s=task.end_s, info=task.info,
+                )  # fmt: skip
+                probs = self.classifier(faces.crops)  # (n, C)
             except Exception as e:  # recorded per video, never fatal to the run
-                outcome = e
-            yield v, outcome
+                yield ChunkFailed(task=task, error=e)
+                continue
+            yield ChunkDone(task=task, faces=without_crops(faces), probs=probs)
 
-    def classify(self, crops: np.ndarray) -> np.ndarray:
-        return self.classifier(crops)
+    def cancel_video(self, video_id: str) -> None:
+        self._cancelled.add(video_id)
 
     def close(self) -> None:
         pass
@@ -266,7 +321,8 @@ class LocalExecutor:
 # --------------------------------------------------------------------------- run
 @dataclass
 class RunSummary:
-    """What a run did; the CLI prints it and picks the exit code from ``failed``."""
+    """What a run did; the CLI prints it and picks the exit code from ``failed`` and
+    ``interrupted``."""
 
     ok: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, error)
@@ -277,23 +333,78 @@ class RunSummary:
     video_seconds: float = 0.0
     wall_s: float = 0.0
     outputs: dict[str, Path] = field(default_factory=dict)
+    executor: str = "none"  # "local", "ray" or "none" (nothing to do)
+    todo: int = 0  # videos this run set out to process
+    chunks_resumed: int = 0  # chunks taken from an interrupted earlier run
+    interrupted: str | None = None  # "SIGINT" or "SIGTERM" when the run was stopped
 
     @property
     def realtime_factor(self) -> float:
         """Video seconds analysed per wall-clock second."""
         return self.video_seconds / self.wall_s if self.wall_s > 0 else 0.0
 
+    @property
+    def done(self) -> int:
+        """Videos of this run written (ok or failed)."""
+        return self.ok + len(self.failed)
+
+    def to_json(self) -> dict[str, Any]:
+        """The machine-readable summary (``fervid process --json``)."""
+        return {
+            "ok": self.ok, "failed": [{"path": p, "error": e} for p, e in self.failed],
+            "skipped": self.skipped, "todo": self.todo, "not_done": self.todo - self.done,
+            "frames": self.frames, "faces": self.faces, "video_seconds": self.video_seconds,
+            "wall_s": self.wall_s, "realtime_factor": self.realtime_factor,
+            "executor": self.executor, "chunks_resumed": self.chunks_resumed,
+            "interrupted": self.interrupted, "id_pattern_unmatched": self.id_pattern_unmatched,
+            "outputs": {k: str(v) for k, v in self.outputs.items()},
+        }  # fmt: skip
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) or SIGTERM stopped the run after everything finished was written;
+    ``summary`` says what was done. A rerun resumes (finished chunks are on disk)."""
+
+    def __init__(self, summary: RunSummary, signal_name: str) -> None:
+        super().__init__(f"interrupted by {signal_name}")
+        self.summary, self.signal_name = summary, signal_name
+
+    @property
+    def message(self) -> str:
+        s = self.summary
+        return f"interrupted: {s.done} done, {s.todo - s.done} not started; rerun to resume"
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that it stops a run like Ctrl-C does."""
+
 
 class Hooks(Protocol):
     """Progress reporting chosen by the caller (the CLI shows a progress bar)."""
 
-    def start(self, total: int, skipped: int) -> None: ...
+    def status(self, message: str) -> None:
+        """What the run is doing before any video progresses (e.g. starting Ray)."""
+        ...
+
+    def start(self, total: int, skipped: int, seconds: float) -> None:
+        """``total`` videos (``seconds`` of video) to process, ``skipped`` already done."""
+        ...
+
+    def chunk_done(self, video: VideoInput, seconds: float) -> None:
+        """``seconds`` more of video are classified (one chunk; finished or failed)."""
+        ...
 
     def video_done(self, video: VideoInput, status: str, detail: str) -> None: ...
 
 
 class NullHooks:
-    def start(self, total: int, skipped: int) -> None:
+    def status(self, message: str) -> None:
+        pass
+
+    def start(self, total: int, skipped: int, seconds: float) -> None:
+        pass
+
+    def chunk_done(self, video: VideoInput, seconds: float) -> None:
         pass
 
     def video_done(self, video: VideoInput, status: str, detail: str) -> None:
@@ -311,16 +422,57 @@ def error_message(e: BaseException) -> str:
     return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
 
 
+def resolve_paths(settings: RunSettings) -> RunSettings:
+    """``settings`` with every path absolute and the model file decided (``--model``,
+    else ``$FERVID_MODEL``, else the shipped model), in the driver: Ray workers run in
+    other working directories and environments, and must never re-decide either."""
+    from fervid.engine.model_ref import resolve_model_path
+
+    def absolute(p: Path | None) -> Path | None:
+        return None if p is None else Path(p).expanduser().absolute()
+
+    return dataclasses.replace(
+        settings,
+        inputs=tuple(Path(p).expanduser().absolute() for p in settings.inputs),
+        out=absolute(settings.out),
+        save_crops=absolute(settings.save_crops),
+        classify=dataclasses.replace(
+            settings.classify, model_path=resolve_model_path(settings.classify.model_path)
+        ),
+    )
+
+
+ExecutorFactory = Callable[[RunSettings, ModelRef, Hooks], Executor]
+
+
+@dataclass(eq=False)
+class _VideoJob:
+    """The driver's bookkeeping for one video: its chunks, classified so far."""
+
+    video: VideoInput
+    info: VideoInfo
+    count: int
+    probe_s: float = 0.0
+    parts: dict[int, tuple[VideoFaces, np.ndarray]] = field(default_factory=dict)
+    failed: bool = False
+
+
 def run(
     settings: RunSettings,
     *,
-    executor_factory: Callable[[RunSettings, ModelSpec, Any], Executor] | None = None,
+    executor_factory: ExecutorFactory | None = None,
     hooks: Hooks | None = None,
 ) -> RunSummary:
-    """Discover, skip what is done, process the rest, write, finalize."""
+    """Discover, skip what is done, probe and plan chunks, extract and classify them
+    through an executor, and write each video the moment its last chunk is classified.
+
+    Ctrl-C or SIGTERM: what is finished is already on disk (videos, and the chunks of
+    long videos); the output is finalized and :class:`RunInterrupted` is raised.
+    """
+    from fervid.engine.model_ref import model_ref
+    from fervid.extract.decode import probe
     from fervid.extract.discover import discover
-    from fervid.model.classify import EmotionClassifier
-    from fervid.output.store import OutputStore
+    from fervid.output.store import OutputStore, parts_root
     from fervid.output.tables import (
         Identity,
         failed_video_table,
@@ -331,20 +483,129 @@ def run(
 
     t0 = time.perf_counter()
     hooks = hooks or NullHooks()
-    videos = discover(settings.inputs, settings.discover)
-    classifier = EmotionClassifier(
-        settings=settings.classify, cpu_threads=_classifier_threads(settings)
-    )
-    spec, sha = classifier.spec, classifier.sha256
+    settings = resolve_paths(settings)
+    model = model_ref(settings.classify.model_path)  # header + bytes; no weights loaded here
+    spec, sha = model.spec, model.sha256
     settings_hash = settings.settings_hash(sha)
+    videos = discover(settings.inputs, settings.discover)
     store = OutputStore(
         out=settings.out, class_names=spec.class_names, settings_json=settings.to_json(),
         model_sha256=sha, settings_hash=settings_hash, fervid_version=__version__,
         overwrite=settings.overwrite,
     )  # fmt: skip
+    chunks = ChunkStore(parts_root(settings.out) / ".chunks", settings_hash, settings.chunk_seconds)
     summary = RunSummary(
         id_pattern_unmatched=[v.rel_path for v in videos if v.id_pattern_matched is False]
     )
+    executor: Executor | None = None
+
+    def write_failed(v: VideoInput, msg: str) -> None:
+        row = failed_video_table(
+            Identity.of(v), status="failed", error=msg, settings_hash=settings_hash, model_sha256=sha,
+            fervid_version=__version__, size_bytes=v.size_bytes, class_names=spec.class_names,
+        )  # fmt: skip
+        store.write_video(v.video_id, *_empty_tables(spec, store), row)
+        chunks.clear(v.video_id)
+        summary.failed.append((v.rel_path, msg))
+        hooks.video_done(v, "failed", msg)
+
+    def write_done(job: _VideoJob) -> None:
+        parts = [job.parts[k] for k in range(job.count)]  # in time order
+        try:
+            faces = _with_probe_time(merge_video_faces([f for f, _ in parts]), job.probe_s)
+            probs = np.concatenate([p for _, p in parts]).astype(np.float32, copy=False)
+            result = finish_video(faces, probs, spec.class_names, settings)
+            ident = Identity.of(faces.video)
+            store.write_video(
+                faces.video.video_id,
+                frames_table(result, ident, keep_empty_frames=settings.keep_empty_frames),
+                segments_table(result, ident),
+                video_row_table(result, ident, settings_hash=settings_hash, model_sha256=sha,
+                                fervid_version=__version__),
+            )  # fmt: skip
+        except Exception as e:
+            write_failed(job.video, error_message(e))
+            return
+        chunks.clear(job.video.video_id)
+        summary.ok += 1
+        summary.frames += len(faces.sampled_frame_index)
+        summary.faces += faces.n_faces
+        summary.video_seconds += faces.info.duration_s
+        hooks.video_done(faces.video, "ok", f"{faces.n_faces} faces")
+
+    try:
+        with _sigterm_as_interrupt():
+            todo = _select(videos, store, settings, spec, sha, settings_hash, summary)
+            summary.todo = len(todo)
+            jobs: dict[str, _VideoJob] = {}
+            tasks: list[ChunkTask] = []
+            for v in todo:  # probe in the driver: the plan and the progress total up front
+                tp = time.perf_counter()
+                try:
+                    info = probe(v.path)
+                except Exception as e:
+                    write_failed(v, error_message(e))
+                    continue
+                plan = plan_chunks(info, settings.chunk_seconds)
+                job = jobs[v.video_id] = _VideoJob(
+                    video=v, info=info, count=len(plan), probe_s=time.perf_counter() - tp
+                )
+                if job.count > 1:  # chunks an interrupted run finished
+                    job.parts.update(chunks.load(v, info, job.count))
+                    summary.chunks_resumed += len(job.parts)
+                tasks.extend(
+                    ChunkTask(video=v, info=info, index=k, count=job.count, start_s=a, end_s=b)
+                    for k, (a, b) in enumerate(plan)
+                    if k not in job.parts
+                )
+            seconds = sum(t.seconds for t in tasks)
+            hooks.start(len(todo), summary.skipped, seconds)
+            for job in list(jobs.values()):
+                if len(job.parts) == job.count:  # every chunk was on disk already
+                    write_done(job)
+            if tasks:
+                factory = executor_factory or default_executor_factory(settings, seconds)
+                executor = factory(settings, model, hooks)
+                summary.executor = getattr(executor, "name", type(executor).__name__)
+                for outcome in executor.run(tasks):
+                    job = jobs[outcome.task.video.video_id]
+                    hooks.chunk_done(job.video, outcome.task.seconds)
+                    if job.failed:
+                        continue  # another chunk of this video failed first
+                    if isinstance(outcome, ChunkFailed):
+                        job.failed = True
+                        executor.cancel_video(job.video.video_id)
+                        write_failed(job.video, error_message(outcome.error))
+                        continue
+                    job.parts[outcome.task.index] = (outcome.faces, outcome.probs)
+                    if len(job.parts) == job.count:
+                        write_done(job)
+                    elif job.count > 1:  # a long video: keep each chunk until the end
+                        chunks.save(outcome.faces, outcome.probs, outcome.task.index, job.count)
+    except KeyboardInterrupt as e:
+        summary.interrupted = "SIGTERM" if isinstance(e, Terminated) else "SIGINT"
+    finally:
+        if executor is not None:
+            executor.close()
+        summary.outputs = store.finalize()
+        summary.wall_s = time.perf_counter() - t0
+    if summary.interrupted:
+        raise RunInterrupted(summary, summary.interrupted)
+    return summary
+
+
+def _select(
+    videos: list[VideoInput],
+    store: Any,
+    settings: RunSettings,
+    spec: ModelSpec,
+    sha: str,
+    settings_hash: str,
+    summary: RunSummary,
+) -> list[VideoInput]:
+    """The videos to process: not done with these settings, duplicates recorded once."""
+    from fervid.output.tables import Identity, failed_video_table
+
     seen: dict[str, VideoInput] = {}
     todo: list[VideoInput] = []
     for v in videos:
@@ -368,66 +629,40 @@ def run(
             summary.skipped += 1
         else:
             todo.append(v)
-    hooks.start(len(todo), summary.skipped)
+    return todo
 
-    factory = executor_factory or default_executor_factory(settings)
-    executor = factory(settings, spec, classifier)
-    pending: list[VideoFaces] = []
 
-    def write_failed(v: VideoInput, msg: str) -> None:
-        row = failed_video_table(
-            Identity.of(v), status="failed", error=msg, settings_hash=settings_hash, model_sha256=sha,
-            fervid_version=__version__, size_bytes=v.size_bytes, class_names=spec.class_names,
-        )  # fmt: skip
-        store.write_video(v.video_id, *_empty_tables(spec, store), row)
-        summary.failed.append((v.rel_path, msg))
-        hooks.video_done(v, "failed", msg)
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises :class:`Terminated` in the main thread, so a stopped service
+    finishes writing like Ctrl-C does (Ray's own handler would ``sys.exit`` with a C++
+    stack dump). Ray installs its handler in ``ray.init``, so this one is put back after
+    every chunk outcome too; restored on exit."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
 
-    def flush() -> None:
-        if not pending:
-            return
-        crops = np.concatenate([p.crops for p in pending])  # one batch stream across videos
-        probs = (
-            executor.classify(crops) if len(crops) else np.zeros((0, spec.num_classes), np.float32)
-        )
-        start = 0
-        for faces in pending:
-            p = probs[start : start + faces.n_faces]
-            start += faces.n_faces
-            try:
-                result = finish_video(faces, p, spec.class_names, settings)
-                ident = Identity.of(faces.video)
-                store.write_video(
-                    faces.video.video_id,
-                    frames_table(result, ident, keep_empty_frames=settings.keep_empty_frames),
-                    segments_table(result, ident),
-                    video_row_table(result, ident, settings_hash=settings_hash, model_sha256=sha,
-                                    fervid_version=__version__),
-                )  # fmt: skip
-            except Exception as e:
-                write_failed(faces.video, error_message(e))
-                continue
-            summary.ok += 1
-            summary.frames += len(faces.sampled_frame_index)
-            summary.faces += faces.n_faces
-            summary.video_seconds += faces.info.duration_s
-            hooks.video_done(faces.video, "ok", f"{faces.n_faces} faces")
-        pending.clear()
+    def handler(signum: int, frame: Any) -> None:
+        raise Terminated()
 
+    previous = signal.signal(signal.SIGTERM, handler)
+    _SIGTERM_HANDLER[0] = handler
     try:
-        for v, outcome in executor.extract(todo):
-            if isinstance(outcome, BaseException):
-                write_failed(v, error_message(outcome))
-                continue
-            pending.append(outcome)
-            if sum(p.n_faces for p in pending) >= PENDING_BATCHES * settings.classify.batch_size:
-                flush()
-        flush()
+        yield
     finally:
-        executor.close()
-        summary.outputs = store.finalize()
-    summary.wall_s = time.perf_counter() - t0
-    return summary
+        _SIGTERM_HANDLER[0] = None
+        signal.signal(signal.SIGTERM, previous)
+
+
+#: The handler of the run in progress (None: none), re-installed after Ray starts.
+_SIGTERM_HANDLER: list[Callable[[int, Any], None] | None] = [None]
+
+
+def reinstall_sigterm_handler() -> None:
+    """Put the run's SIGTERM handler back (``ray.init`` replaces it with its own)."""
+    handler = _SIGTERM_HANDLER[0]
+    if handler is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
 
 
 def _short(s: str) -> str:
@@ -448,160 +683,28 @@ def _classifier_threads(settings: RunSettings) -> int:
     return max(1, min(2, (settings.workers or os.cpu_count() or 1)))
 
 
-def default_executor_factory(
-    settings: RunSettings,
-) -> Callable[[RunSettings, ModelSpec, Any], Executor]:
+#: ``--executor auto`` runs a job of at most this many seconds of video in-process:
+#: starting Ray costs ~10 s on a 2-core machine (processes, workers, the classifier
+#: actor loading torch), about what one worker needs for 2 minutes of video at 2 fps.
+AUTO_LOCAL_MAX_SECONDS = 120.0
+
+
+def choose_executor(settings: RunSettings, seconds: float) -> ExecutorKind:
+    """``settings.executor``, with auto decided: Ray for an attached cluster, for more
+    than :data:`AUTO_LOCAL_MAX_SECONDS` of video, or with GPUs asked for; else local."""
+    if settings.executor is not ExecutorKind.AUTO:
+        return settings.executor
+    if settings.ray_address or settings.gpus:
+        return ExecutorKind.RAY
+    if seconds <= AUTO_LOCAL_MAX_SECONDS or settings.workers == 1:
+        return ExecutorKind.LOCAL
+    return ExecutorKind.RAY
+
+
+def default_executor_factory(settings: RunSettings, seconds: float) -> ExecutorFactory:
+    """The executor class for ``settings`` and a job of ``seconds`` of video."""
+    if choose_executor(settings, seconds) is ExecutorKind.LOCAL:
+        return lambda st, model, hooks: LocalExecutor(st, model)
+    from fervid.engine.ray_executor import RayExecutor
+
     return RayExecutor
-
-
-# --------------------------------------------------------------------------- Ray
-def _extract_task(
-    video: VideoInput,
-    settings: RunSettings,
-    spec: ModelSpec,
-    start_s: float = 0.0,
-    end_s: float | None = None,
-    info: VideoInfo | None = None,
-) -> Outcome:
-    """Ray task body: one chunk of one video. Errors are returned as values: a bad video
-    is data, not a retry; Ray's own retries (``max_retries``) are kept for crashed worker
-    processes."""
-    import cv2
-
-    cv2.setNumThreads(1)  # parallelism comes from running several chunks at once
-    try:
-        return extract_video(video, settings, spec, start_s=start_s, end_s=end_s, info=info)
-    except Exception as e:
-        return e
-
-
-def _probe_task(path: Path) -> tuple[VideoInfo, float] | Exception:
-    """Ray task body: (the video's probe, seconds it took), or the error as a value."""
-    from fervid.extract.decode import probe
-
-    t0 = time.perf_counter()
-    try:
-        return probe(path), time.perf_counter() - t0
-    except Exception as e:
-        return e
-
-
-@dataclass(eq=False)
-class _VideoJob:
-    """The driver's bookkeeping for one video being extracted in chunks."""
-
-    video: VideoInput
-    chunks: list[Chunk] = field(default_factory=list)  # empty until probed
-    info: VideoInfo | None = None
-    probe_s: float = 0.0
-    parts: dict[int, VideoFaces] = field(default_factory=dict)  # chunk number -> result
-    failed: bool = False
-
-
-class _ClassifierActor:
-    """Holds the model once (on the GPU when there is one) and classifies batches."""
-
-    def __init__(self, settings: Any, cpu_threads: int) -> None:
-        from fervid.model.classify import EmotionClassifier
-
-        self.classifier = EmotionClassifier(settings=settings, cpu_threads=cpu_threads)
-
-    def __call__(self, crops: np.ndarray) -> np.ndarray:
-        return self.classifier(crops)
-
-
-class RayExecutor:
-    """Extraction as Ray tasks on CPU workers; classification in one Ray actor
-    (``num_gpus=1`` when the classifier resolved to CUDA)."""
-
-    def __init__(self, settings: RunSettings, spec: ModelSpec, classifier: Any) -> None:
-        import logging
-
-        # Patient data: no usage telemetry leaves the machine.
-        os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-        import ray
-
-        self._ray = ray
-        self._owns = False
-        if not ray.is_initialized():
-            kwargs: dict[str, Any] = dict(
-                include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
-                configure_logging=True,
-            )  # fmt: skip
-            if settings.ray_address:
-                ray.init(address=settings.ray_address, **kwargs)
-            else:
-                ray.init(num_cpus=settings.workers or os.cpu_count() or 1, **kwargs)
-            self._owns = True
-        cpus = int(ray.cluster_resources().get("CPU", 1))
-        self.workers = max(1, min(settings.workers or cpus, cpus))
-        self.settings, self.spec = settings, spec
-        self._task = ray.remote(num_cpus=1, max_retries=2)(_extract_task)
-        gpu = getattr(classifier, "device", None) is not None and classifier.device.type == "cuda"
-        actor = ray.remote(
-            num_gpus=1 if gpu else 0, num_cpus=0, max_restarts=1, max_task_retries=1
-        )(_ClassifierActor)
-        self._classifier = actor.remote(settings.classify, _classifier_threads(settings))
-
-    def extract(self, videos: list[VideoInput]) -> Iterator[tuple[VideoInput, Outcome]]:
-        """Probe each video in a task, then run one task per chunk, at most ``workers``
-        tasks in flight, chunks of earlier videos first. A video is yielded, merged, once
-        all its chunks are back; or with the first error of its probe or of any chunk,
-        its other chunks then cancelled and their results ignored. Videos come back in
-        completion order."""
-        ray = self._ray
-        probe_task = ray.remote(num_cpus=1, max_retries=2)(_probe_task)
-        settings_ref, spec_ref = ray.put(self.settings), ray.put(self.spec)
-        unprobed = deque(videos)
-        ready: deque[tuple[_VideoJob, int]] = deque()  # chunks waiting for a free worker
-        running: dict[Any, tuple[_VideoJob, int]] = {}  # in flight; chunk -1 is the probe
-        while unprobed or ready or running:
-            while len(running) < self.workers and (ready or unprobed):
-                if ready:
-                    job, k = ready.popleft()
-                    a, b = job.chunks[k]
-                    ref = self._task.remote(job.video, settings_ref, spec_ref, a, b, job.info)
-                else:
-                    job, k = _VideoJob(video=unprobed.popleft()), -1
-                    ref = probe_task.remote(job.video.path)
-                running[ref] = (job, k)
-            done, _ = ray.wait(list(running), num_returns=1)
-            for ref in done:
-                job, k = running.pop(ref)
-                if job.failed:
-                    continue  # another chunk of this video failed first
-                try:
-                    out = ray.get(ref)
-                except Exception as e:  # worker crashed beyond its retries
-                    out = e
-                if isinstance(out, BaseException):
-                    job.failed = True
-                    ready = deque(item for item in ready if item[0] is not job)
-                    for other, (j, _) in running.items():
-                        if j is job:  # stays counted in flight until it returns
-                            with contextlib.suppress(Exception):
-                                ray.cancel(other)
-                    yield job.video, out
-                elif k < 0:
-                    job.info, job.probe_s = out
-                    job.chunks = plan_chunks(job.info, self.settings.chunk_seconds)
-                    ready.extend((job, i) for i in range(len(job.chunks)))
-                else:
-                    job.parts[k] = out
-                    if len(job.parts) == len(job.chunks):
-                        yield job.video, _merge_job(job)
-
-    def classify(self, crops: np.ndarray) -> np.ndarray:
-        return self._ray.get(self._classifier.__call__.remote(crops))
-
-    def close(self) -> None:
-        if self._owns:
-            self._ray.shutdown()
-
-
-def _merge_job(job: _VideoJob) -> Outcome:
-    try:
-        parts = [job.parts[i] for i in range(len(job.chunks))]
-        return _with_probe_time(merge_video_faces(parts), job.probe_s)
-    except Exception as e:  # an inconsistent merge is this video's failure
-        return e

@@ -1,0 +1,234 @@
+"""Starting or attaching Ray so that nothing leaves the machine unless asked.
+
+Patient data: the embedded Ray of a plain run listens on 127.0.0.1 only, makes no
+outbound connection (no usage report, no cloud-provider probe, no DNS), and keeps its
+session files and auth token in a private folder (mode 0700) that the run owns and
+removes. The switches, found in Ray 2.60's source:
+
+- ``address="local"``: always start a new embedded Ray; never attach to a cluster
+  found through ``RAY_ADDRESS`` or ``/tmp/ray/ray_current_cluster`` (that attach fails
+  with "num_cpus and num_gpus must not be provided", and would send patient crops to
+  somebody else's cluster).
+- ``_node_ip_address="127.0.0.1"`` plus ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``:
+  ``services.resolve_ip_for_localhost`` otherwise swaps 127.0.0.1 for the machine's
+  network address, and GCS, raylet, object manager and workers bind to it. The variable
+  is read when ``ray`` is imported, so it is set when this module is imported.
+- ``include_dashboard=False`` still starts the dashboard process with one module,
+  ``UsageStatsHead``, whose ``run`` asks 169.254.169.254 and metadata.google.internal
+  for the cloud provider *before* checking ``RAY_USAGE_STATS_ENABLED``, unless
+  ``~/ray_bootstrap_config.yaml`` exists. The Ray processes therefore get ``HOME`` set
+  to the private folder, which holds an empty bootstrap config.
+- Token auth (Ray 2.60) with a fresh token in the private folder (``RAY_AUTH_MODE``,
+  ``RAY_AUTH_TOKEN_PATH``), instead of a long-lived ``~/.ray/auth_token`` (mode 0644).
+
+The engine's other modules never import Ray at module level; this one does not either,
+so a run that has nothing to do never pays for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import shutil
+import socket
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from fervid.errors import ConfigError
+
+# Read by ray._private.ray_constants at import time (see the module docstring).
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+LOOPBACK = "127.0.0.1"
+#: Seconds ``--ray-address`` may take to answer a TCP connect before the run gives up.
+CONNECT_TIMEOUT_S = 5.0
+#: Environment every Ray process of an embedded run starts with (values None: removed).
+_EMBEDDED_ENV = {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    "RAY_ADDRESS": None,  # address="local" ignores it; removed so workers never see it
+    # Unset, so that ray.init's enable_token_auth_by_default turns token mode on *and*
+    # refreshes the driver's cached config (an explicit "token" skips the refresh).
+    "RAY_AUTH_MODE": None,
+}
+
+
+class RayStartError(ConfigError):
+    """Ray could not be started or reached; the message says why and how to fix it."""
+
+
+class RaySession:
+    """A Ray connection for one run: started here (``owned``) or borrowed.
+
+    :meth:`close` shuts an owned Ray down, restores the environment variables changed
+    for it and removes its private folder; a borrowed one (a Ray the caller started, or
+    an attached cluster's connection opened by someone else) is left alone.
+    """
+
+    def __init__(
+        self, ray: Any, *, owned: bool, private_dir: Path | None, saved_env: dict[str, str | None]
+    ) -> None:
+        self.ray, self.owned, self.private_dir = ray, owned, private_dir
+        self._saved_env = saved_env
+
+    @property
+    def cpus(self) -> int:
+        return int(self.ray.cluster_resources().get("CPU", 1))
+
+    @property
+    def gpus(self) -> int:
+        return int(self.ray.cluster_resources().get("GPU", 0))
+
+    def close(self) -> None:
+        if self.owned and self.ray.is_initialized():
+            self.ray.shutdown()
+        _restore_env(self._saved_env)
+        self._saved_env = {}
+        if self.private_dir is not None:
+            shutil.rmtree(self.private_dir, ignore_errors=True)
+            self.private_dir = None
+
+
+def start_ray(
+    *, address: str | None, num_cpus: int | None, num_gpus: int | None = None
+) -> RaySession:
+    """The Ray a run uses: the one already initialised in this process (left running),
+    an attached cluster (``address``), or a new loopback-only embedded one."""
+    import ray
+
+    if ray.is_initialized():
+        return RaySession(ray, owned=False, private_dir=None, saved_env={})
+    if address:
+        return _attach(ray, address)
+    return _start_embedded(ray, num_cpus=num_cpus, num_gpus=num_gpus)
+
+
+def _start_embedded(ray: Any, *, num_cpus: int | None, num_gpus: int | None) -> RaySession:
+    private = Path(tempfile.mkdtemp(prefix="fervid-ray-"))  # mode 0700, owned by this run
+    token = private / "auth_token"
+    token.touch(mode=0o600)
+    token.write_text(secrets.token_hex(32))
+    (private / "ray_bootstrap_config.yaml").write_text("{}\n")  # see the module docstring
+    saved = _set_env(_EMBEDDED_ENV | {"RAY_AUTH_TOKEN_PATH": str(token), "RAY_AUTH_TOKEN": None})
+    home = _set_env({"HOME": str(private)})  # only while the Ray processes are spawned
+    _forget_cached_token()
+    try:
+        ray.init(
+            address="local", num_cpus=num_cpus, num_gpus=num_gpus,
+            _node_ip_address=LOOPBACK, _temp_dir=str(private / "ray"),
+            include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
+            configure_logging=True,
+        )  # fmt: skip
+    except BaseException:
+        _restore_env(home)
+        _restore_env(saved)
+        shutil.rmtree(private, ignore_errors=True)
+        raise
+    _restore_env(home)
+    session = RaySession(ray, owned=True, private_dir=private, saved_env=saved)
+    node_ip = ray.util.get_node_ip_address()
+    if node_ip != LOOPBACK:  # ray was imported before this module set the switch
+        session.close()
+        raise RayStartError(
+            f"the embedded Ray bound to {node_ip}, not {LOOPBACK}; import fervid.engine "
+            "before ray, or set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0"
+        )
+    return session
+
+
+def _attach(ray: Any, address: str) -> RaySession:
+    host, port = _split_address(address)
+    try:
+        with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S):
+            pass
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        raise RayStartError(
+            f"--ray-address={address}: nothing answers there ({reason}); start the cluster "
+            f"with `ray start --head --node-ip-address {LOOPBACK} --port {port}` or fix the "
+            "address"
+        ) from None
+    saved: dict[str, str | None] = {}
+    if "RAY_AUTH_MODE" not in os.environ and _token_available():
+        saved = _set_env({"RAY_AUTH_MODE": "token"})  # a Ray 2.60 cluster's default
+    saved |= _set_env({"RAY_USAGE_STATS_ENABLED": "0"})
+    try:
+        with _stderr_to_file():  # Ray's C++ log lines stay out of the terminal
+            ray.init(
+                address=address,
+                _node_ip_address=LOOPBACK if host in ("127.0.0.1", "localhost") else None,
+                logging_level=logging.ERROR, log_to_driver=False, configure_logging=True,
+            )  # fmt: skip
+    except Exception as e:
+        _restore_env(saved)
+        with contextlib.suppress(Exception):
+            ray.shutdown()
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise RayStartError(
+            f"--ray-address={address}: cannot connect ({first}); a Ray 2.60 cluster uses "
+            "token auth: set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH to the token file "
+            "of `ray start` (default ~/.ray/auth_token), or RAY_AUTH_TOKEN"
+        ) from None
+    return RaySession(ray, owned=True, private_dir=None, saved_env=saved)
+
+
+def _forget_cached_token() -> None:
+    """Ray caches the token it read last; an earlier run's session had another one."""
+    with contextlib.suppress(Exception):  # private API: absent in other Ray versions
+        from ray._raylet import AuthenticationTokenLoader
+
+        AuthenticationTokenLoader.instance().reset_cache()
+
+
+def _split_address(address: str) -> tuple[str, int]:
+    if "://" in address:
+        raise RayStartError(
+            f"--ray-address={address}: Ray Client addresses (ray://) are not supported; "
+            "pass the cluster's GCS address host:port (ray start prints it)"
+        )
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise RayStartError(
+            f"--ray-address={address}; expected host:port of the cluster's GCS, e.g. "
+            f"{LOOPBACK}:6379"
+        )
+    return host, int(port)
+
+
+def _token_available() -> bool:
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return True
+    return (Path.home() / ".ray" / "auth_token").is_file()
+
+
+def _set_env(values: dict[str, str | None]) -> dict[str, str | None]:
+    """Set (None: remove) environment variables; returns their previous values."""
+    saved = {k: os.environ.get(k) for k in values}
+    for k, v in values.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    return saved
+
+
+def _restore_env(saved: dict[str, str | None]) -> None:
+    _set_env(saved)
+
+
+@contextlib.contextmanager
+def _stderr_to_file() -> Iterator[None]:
+    """Point file descriptor 2 at a scratch file while Ray connects: its C++ core logs
+    there directly (not through Python's logging), ~20 lines per failed attempt."""
+    with tempfile.TemporaryFile() as sink:
+        saved = os.dup(2)
+        try:
+            os.dup2(sink.fileno(), 2)
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
