@@ -404,3 +404,43 @@ def test_derived_files_stay_out_of_the_dataset_folder(tmp_path) -> None:
     assert len(frames) == n and frames["frame_index"].notna().all()
     # the derived tables read back beside it with one call each
     assert pd.read_parquet(tmp_path / "ds.sessions.parquet")["video_id"].nunique() == 3
+
+
+def test_duplicate_recording_is_recorded_once_across_reruns(tmp_path, sample_dir) -> None:
+    """Two copies of one recording, processed twice: the copy's skipped row (with
+    duplicate_of) is written once, and the session stays analysed after the rerun."""
+    import shutil
+
+    from helpers_model import make_debug_model
+
+    from fervid.engine.runner import LocalExecutor, run
+    from fervid.output.store import read_results
+    from fervid.settings import ClassifySettings, DiscoverSettings, RunSettings
+
+    rec = tmp_path / "rec"
+    (rec / "P001").mkdir(parents=True)
+    shutil.copy(sample_dir / "single_face.mp4", rec / "P001" / "2024-01-01_a.mp4")
+    shutil.copy(sample_dir / "single_face.mp4", rec / "P001" / "2024-01-08_b.mp4")
+    out = tmp_path / "ds"
+    settings = RunSettings(
+        inputs=(rec,), out=out,
+        discover=DiscoverSettings(id_pattern="{subject}/{session_date}_{name}.mp4"),
+        classify=ClassifySettings(model_path=make_debug_model(tmp_path / "debug.safetensors")),
+    )  # fmt: skip
+
+    def local(s, model, hooks):
+        return LocalExecutor(s, model)
+
+    run(settings, executor_factory=local)
+    (dup_part,) = (out / "videos").glob("*-dup-*.parquet")
+    first = dup_part.stat().st_mtime_ns
+    summary = run(settings, executor_factory=local)  # the rerun: everything already done
+    assert summary.ok == 0 and summary.skipped == 2
+    assert dup_part.stat().st_mtime_ns == first  # not rewritten with a fresh processed_at
+    videos = read_results(out, "videos").to_pylist()
+    dup = next(r for r in videos if r["status"] == "skipped")
+    assert dup["duplicate_of"] == "P001/2024-01-01_a.mp4"
+    assert dup["path"] == "P001/2024-01-08_b.mp4" and dup["id_pattern_matched"] is True
+    sessions = summarize_dir(out)
+    (patient,) = [r for r in sessions.to_pylist() if r["is_patient"]]
+    assert patient["status"] == "ok" and patient["face_id"] is not None
