@@ -57,6 +57,8 @@ class InitSettings:
     batchnorm: str = "frozen"
     #: training images used to re-estimate BatchNorm statistics.
     bn_images: int = 1024
+    #: sha256 the ``--init`` file must have ("" = any): the recipe names its starting point.
+    weights_sha256: str = ""
 
     def __post_init__(self) -> None:
         from fervid.training.init import BatchNormMode

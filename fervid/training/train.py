@@ -374,6 +374,11 @@ def run_training(opts: TrainOptions, progress: Callable[[str], None] = log.info)
         from fervid.training.init import load_init, reestimate_batchnorm
 
         sha = load_init(model, opts.init)
+        if r.init.weights_sha256 and sha != r.init.weights_sha256:
+            raise ConfigError(
+                f"--init {opts.init} has sha256 {sha}, but the recipe was made from "
+                f"{r.init.weights_sha256} ([init] weights_sha256); pass the file the recipe names"
+            )
         init_info = {"path": opts.init.name, "sha256": sha, "batchnorm": r.init.batchnorm}
         progress(f"init from {opts.init} (sha256 {sha[:12]}), batchnorm {r.init.batchnorm}")
         if r.init.batchnorm == "reestimate":
