@@ -12,6 +12,11 @@ the shipped model:
 all on the same images (those where a face was found). Prints detection counts per
 threshold and accuracy / mean probability of the true class per crop kind.
 
+Then the same two crops on the sample videos' frames (4 fps) where the emotion is
+known (as in ``tests/test_emotions_on_video.py``): WolfgangLanger_Pexels.mp4 crying at
+4-7 s (negative: sad + fear + angry + disgust) and laughing from 15 s (happy). Prints the
+mean probability of the expected emotion(s) and the share of frames whose argmax is one.
+
     .venv/bin/python scripts/eval_alignment.py --data ../shared/data
 """
 
@@ -85,14 +90,53 @@ def evaluate(name: str, split: Path, limit: int | None) -> None:
         print(f"    {kind:8s} accuracy {acc:.4f}  mean p(true) {p_true:.4f}")
 
 
+#: (video, start_s, end_s, expected classes): stretches whose emotion a person sees.
+VIDEO_LABELS = [
+    ("WolfgangLanger_Pexels.mp4", 4.0, 7.0, ("sad", "fear", "angry", "disgust")),
+    ("WolfgangLanger_Pexels.mp4", 15.0, 20.0, ("happy",)),
+]
+
+
+def evaluate_videos(samples: Path) -> None:
+    from fervid.extract.decode import FrameSampler, probe
+    from fervid.settings import SampleSettings
+
+    det = FaceDetector(settings=DetectSettings(), threads=1)
+    clf = EmotionClassifier(settings=ClassifySettings(device=Device.CPU), cpu_threads=1)
+    spec, names = clf.spec, clf.class_names
+    print("\nsample videos (4 fps), mean p(expected) / share argmax in expected:")
+    for video, a, b, expected in VIDEO_LABELS:
+        path = samples / video
+        frames = [
+            f
+            for f in FrameSampler(path, SampleSettings(fps=4.0), probe(path))
+            if a <= f.timestamp_s < b
+        ]
+        cols = [names.index(c) for c in expected]
+        line = f"  {video} {a:g}-{b:g} s {'+'.join(expected)} ({len(frames)} frames):"
+        for align in (False, True):
+            crops = []
+            for f in frames:
+                d = det(f.image)
+                crops.append(crop_faces(f.image, d, CropSettings(align=align), spec)[:1])
+            p = clf(np.concatenate(crops))
+            share = np.isin(p.argmax(1), cols).mean()
+            line += (
+                f"  {'aligned' if align else 'box'} {p[:, cols].sum(1).mean():.3f} / {share:.2f}"
+            )
+        print(line)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=Path("../shared/data"))
     ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--samples", type=Path, default=Path("sample_videos"))
     args = ap.parse_args()
     cv2.setNumThreads(1)
     evaluate("FER+ valid (majority)", args.data / "ferplus" / "FER2013Valid", args.limit)
     evaluate("FER-2013 val", args.data / "fer2013" / "val", args.limit)
+    evaluate_videos(args.samples)
 
 
 if __name__ == "__main__":

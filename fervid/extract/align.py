@@ -22,15 +22,15 @@ import numpy as np
 from fervid.model.spec import ModelSpec, resize_faces  # torch-free: runs in CPU workers
 
 #: Median YuNet landmarks in FER-2013 *train* crops as fractions of the crop side (x, y),
-#: in :data:`fervid.records.LANDMARK_NAMES` order; measured on the 25,000+ training images
-#: where YuNet found a face (``scripts/measure_align_template.py``).
+#: in :data:`fervid.records.LANDMARK_NAMES` order; medians over the 25,638 of 28,709
+#: training images where YuNet found a face (``scripts/measure_align_template.py``).
 TEMPLATE = np.array(
     [
-        (0.3108, 0.3806),  # right_eye
-        (0.6772, 0.3805),  # left_eye
-        (0.4867, 0.5915),  # nose
-        (0.3510, 0.7434),  # mouth_right
-        (0.6476, 0.7416),  # mouth_left
+        (0.3143, 0.3813),  # right_eye
+        (0.6762, 0.3804),  # left_eye
+        (0.4840, 0.5897),  # nose
+        (0.3492, 0.7363),  # mouth_right
+        (0.6444, 0.7364),  # mouth_left
     ],
     np.float32,
 )
