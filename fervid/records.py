@@ -7,6 +7,7 @@ float64, as reported by the decoder; it travels with every row to Parquet.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -175,7 +176,9 @@ class VideoFaces:
     xyxy pixels, ``det_scores`` float32, ``crops`` uint8 (n, S, S) or (n, S, S, 3): faces
     already preprocessed to the model's input size, so only small arrays cross processes.
     ``quality``: per-face landmarks, size, blur, brightness and pose (n,), or None when
-    not measured (the quality columns are then null).
+    not measured (the quality columns are then null). ``sample_interval_s``: seconds one
+    sampled frame stands for (:meth:`fervid.settings.SampleSettings.interval_s`), set
+    once at extraction; None when unknown (then the median sample spacing is used).
     """
 
     video: VideoInput
@@ -190,6 +193,7 @@ class VideoFaces:
     warnings: tuple[str, ...] = ()  # e.g. "decoding stopped at 3.2 s of 10 s: truncated?"
     seconds: dict[str, float] = field(default_factory=dict)  # stage timings
     quality: FaceQuality | None = None
+    sample_interval_s: float | None = None
 
     def __post_init__(self) -> None:
         k, n = len(self.sampled_frame_index), len(self.frame_index)
@@ -203,6 +207,9 @@ class VideoFaces:
         _check(len(self.crops) == n, "crops must have one entry per face")
         if self.quality is not None:
             _check(len(self.quality) == n, f"quality must have {n} rows, got {len(self.quality)}")
+        if self.sample_interval_s is not None:
+            dt = self.sample_interval_s
+            _check(math.isfinite(dt) and dt > 0, f"sample_interval_s={dt}; expected seconds > 0")
 
     @property
     def n_faces(self) -> int:

@@ -25,7 +25,8 @@ gets exactly one row (``face_id`` null, ``is_patient`` true) so that filtering
 ``is_patient`` always yields one row per session.
 
 Time weighting: each face row stands for the time until the same face's next sample,
-capped at the video's sampling interval ``dt`` (``duration_s / frames_sampled``); the
+capped at the video's sampling interval ``dt`` (the videos table's ``sample_interval_s``,
+computed once at extraction; ``duration_s / frames_sampled`` for older outputs); the
 last row of a track stands for ``dt``. Frames in which the face was not detected count as
 absent, never as the previous emotion.
 """
@@ -363,6 +364,7 @@ def summarize_sessions(
                      "status", "duration_s", "frames_sampled", "settings_hash",
                      "processed_at"], "videos")  # fmt: skip
     v["id_pattern_matched"] = _column(videos, "id_pattern_matched")  # absent in older outputs
+    v["sample_interval_s"] = _column(videos, "sample_interval_s")  # absent in older outputs
     v = latest_video_rows(v).sort_values("video_id", kind="stable")
 
     f = _df(frames, [*_FRAME_COLS, *[smooth_col(c) for c in classes]], "frames")
@@ -404,7 +406,10 @@ def summarize_sessions(
             rows.append({**base, "is_patient": True, "patient_rule": RULE_NOT_ANALYSED})
             continue
         faces = by_video.get(vid, {})
-        dt = _sample_interval(base["video_duration_s"], base["frames_sampled"], faces, ts)
+        dt = _sample_interval(
+            _float(video["sample_interval_s"]), base["video_duration_s"], base["frames_sampled"],
+            faces, ts,
+        )  # fmt: skip
         base["sample_interval_s"] = dt
         base["n_faces"] = len(faces)
         if not faces:
@@ -507,10 +512,17 @@ def _face_stats(
 
 
 def _sample_interval(
-    duration: float | None, sampled: int | None, faces: dict[int, np.ndarray], ts: np.ndarray
+    stored: float | None,
+    duration: float | None,
+    sampled: int | None,
+    faces: dict[int, np.ndarray],
+    ts: np.ndarray,
 ) -> float:
-    """Seconds one sampled frame stands for: duration / frames sampled, else the median
-    step between distinct face timestamps, else :data:`FALLBACK_INTERVAL_S`."""
+    """Seconds one sampled frame stands for: the videos row's ``sample_interval_s`` (the
+    interval the segments used), else (older outputs) duration / frames sampled, else the
+    median step between distinct face timestamps, else :data:`FALLBACK_INTERVAL_S`."""
+    if stored is not None and stored > 0:
+        return stored
     if duration and sampled and duration > 0 and sampled > 0:
         return float(duration) / float(sampled)
     if faces:

@@ -162,6 +162,10 @@ def videos_schema(class_names: tuple[str, ...] = EMOTIONS) -> pa.Schema:
             pa.field("rotation", pa.int32()),
             pa.field("backend", pa.string()),  # decord | pyav
             pa.field("frames_sampled", pa.int64()),
+            # Seconds one sampled frame stands for (1 / --fps, or --every-n / fps), computed
+            # once at extraction: segments' end_s, sessions' face_present_s and the report
+            # all use it. Null for failed videos (and every_n on a video of unknown fps).
+            pa.field("sample_interval_s", pa.float64()),
             pa.field("frames_with_face", pa.int64()),
             pa.field("face_frame_share", pa.float64()),  # frames_with_face / frames_sampled
             pa.field("n_faces", pa.int32()),  # distinct face_id tracks
