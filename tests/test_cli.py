@@ -739,3 +739,30 @@ def test_bad_option_answers_before_the_heavy_imports(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.stdout.strip() == "2 []", r.stdout + r.stderr
     assert "--fps=0.0" in r.stderr
+
+
+@pytest.mark.parametrize(("sampling", "interval"), [(["--fps", 2], 0.5), (["--every-n", 6], None)])
+def test_one_sample_interval_for_segments_and_sessions(
+    sampling: list[object],
+    interval: float | None,
+    copy_sample: Callable[[str, str], Path],
+    tmp_path: Path,
+    model: Path,
+) -> None:
+    """sample_interval_s is computed once at extraction, stored in the videos table, and
+    is the step a segment's end_s and a session's face time are counted in."""
+    from fervid.longitudinal.summary import summarize_dir
+
+    good = copy_sample(GOOD, "good.mp4")
+    out = tmp_path / "results.parquet"
+    assert process(good, out, model, *sampling).exit_code == EXIT_OK
+    (video,) = read_table(out, VIDEOS).to_pylist()
+    dt = video["sample_interval_s"]
+    assert dt == pytest.approx(interval if interval is not None else 6 / video["fps"])
+    frames = read_table(out, FRAMES).to_pandas()
+    segments = read_table(out, SEGMENTS).to_pandas()
+    for face_id, rows in frames.groupby("face_id"):
+        last = segments.loc[segments["face_id"] == face_id, "end_s"].max()
+        assert last == pytest.approx(rows["timestamp_s"].max() + dt)
+    sessions = summarize_dir(out).to_pylist()
+    assert [r["sample_interval_s"] for r in sessions] == [pytest.approx(dt)] * len(sessions)

@@ -148,3 +148,18 @@ def test_defaults_are_valid_and_hash_stably() -> None:
     b = s.RunSettings(inputs=(Path("y.mp4"),), out=Path("other/"), workers=3)
     # structural settings (inputs, out, workers) stay out of the hash
     assert a.settings_hash("m") == b.settings_hash("m") != a.settings_hash("other model")
+
+
+@pytest.mark.parametrize(
+    ("sample", "video_fps", "expected"),
+    [
+        ({"fps": 2.0}, 29.97, 0.5),
+        ({"fps": 2.0}, 0.0, 0.5),  # unknown video rate: the grid step
+        ({"fps": 50.0}, 25.0, 0.04),  # fewer frames than asked: every frame is sampled
+        ({"fps": None, "every_n": 10}, 25.0, 0.4),
+        ({"fps": None, "every_n": 10}, 0.0, None),  # unknown: consumers use median spacing
+    ],
+)
+def test_sample_interval(sample: dict, video_fps: float, expected: float | None) -> None:
+    got = s.SampleSettings(**sample).interval_s(video_fps)
+    assert got == (pytest.approx(expected) if expected is not None else None)
