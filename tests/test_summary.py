@@ -444,3 +444,14 @@ def test_duplicate_recording_is_recorded_once_across_reruns(tmp_path, sample_dir
     sessions = summarize_dir(out)
     (patient,) = [r for r in sessions.to_pylist() if r["is_patient"]]
     assert patient["status"] == "ok" and patient["face_id"] is not None
+
+
+def test_a_session_analysed_with_warnings_is_summarized() -> None:
+    """ok_with_warnings (damaged but analysed) is a result like ok, and beats a newer
+    skipped duplicate row."""
+    f, s, v = session("v1", "P001", dt.date(2024, 1, 1), ["happy"] * 4)
+    v[0]["status"] = "ok_with_warnings"
+    dup = video_row("v1", status="skipped",
+                    processed_at=v[0]["processed_at"] + dt.timedelta(days=1))  # fmt: skip
+    r = _patient(summarize_sessions(*tables(f, s, [dup, *v])), "v1")
+    assert r["status"] == "ok_with_warnings" and r["share_happy"] == 1.0

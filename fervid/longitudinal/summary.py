@@ -52,10 +52,10 @@ from fervid.longitudinal.missing import plain
 from fervid.model.classes import EMOTIONS
 from fervid.output.atomic import atomic_path
 from fervid.output.schema import (
+    ANALYSED_STATUSES,
     FRAMES,
     SEGMENTS,
     STATUS_FAILED,
-    STATUS_OK,
     STATUS_SKIPPED,
     VIDEOS,
     share_col,
@@ -88,7 +88,10 @@ SUMMARY_VERSION = "2"
 
 #: Which of a video's several videos rows is the truth: analysed beats failed beats skipped
 #: (a duplicate's skipped row must never hide the analysed copy), then the latest.
-_STATUS_RANK = {STATUS_OK: 2, STATUS_FAILED: 1, STATUS_SKIPPED: 0}
+_STATUS_RANK = {**{str(s): 2 for s in ANALYSED_STATUSES}, STATUS_FAILED: 1, STATUS_SKIPPED: 0}
+
+#: Statuses whose frames and segments are a result (``ok``, ``ok_with_warnings``).
+_ANALYSED = frozenset(str(s) for s in ANALYSED_STATUSES)
 
 #: Dictionary-encoded (categorical) string columns: few distinct values, many rows.
 _LABELS = pa.dictionary(pa.int32(), pa.string())
@@ -402,7 +405,7 @@ def summarize_sessions(
             "video_duration_s": _float(video["duration_s"]),
             "frames_sampled": _int(video["frames_sampled"]),
         }  # fmt: skip
-        if video["status"] != STATUS_OK:  # failed or skipped: nothing to summarize
+        if video["status"] not in _ANALYSED:  # failed or skipped: nothing to summarize
             rows.append({**base, "is_patient": True, "patient_rule": RULE_NOT_ANALYSED})
             continue
         faces = by_video.get(vid, {})
