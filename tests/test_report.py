@@ -266,3 +266,11 @@ def test_report_layout_in_headless_chromium(tmp_path: Path) -> None:
         assert found[width]["viewport"] == width
         assert len(found[width]["tables"]) >= 5 and len(found[width]["images"]) >= 10
         assert _png_size(tmp_path / f"screenshot-{width}.png")[0] == width
+
+
+def test_departures_link_to_the_session_timeline(report: Path) -> None:
+    """No script needed to get from a flagged session to what happened in it."""
+    text = report.read_text()
+    (href,) = set(re.findall(r'<a href="#(timeline-[^"]+)">2024-05-27_P017-3\.mp4</a>',
+                             _section(text, "departures")))  # fmt: skip
+    assert f'<figure id="{href}">' in text

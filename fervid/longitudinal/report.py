@@ -270,6 +270,7 @@ def build_report(
                 "probabilities of the patient face over time; the ribbon below shows the "
                 "emotion segments; hatched grey: face not detected.",
             )
+            | {"id": _timeline_anchor(s["video_id"])}
             for s in mine.to_dict("records")
         ]  # fmt: skip
         subjects.append(
@@ -342,9 +343,16 @@ def _head(names: Sequence[str], *, left: Sequence[int] = ()) -> list[dict[str, s
     return [{"text": n, "cls": "l" if i in left else "", "title": ""} for i, n in enumerate(names)]
 
 
-def _c(text: Any, cls: str = "", *, z: str = "", title: str = "", badges=()) -> dict:
+def _c(
+    text: Any, cls: str = "", *, z: str = "", title: str = "", href: str = "", badges=()
+) -> dict:
     return {"text": "—" if text is None else str(text), "cls": cls, "z": z, "title": title,
-            "badges": list(badges)}  # fmt: skip
+            "href": href, "badges": list(badges)}  # fmt: skip
+
+
+def _timeline_anchor(video_id: str) -> str:
+    """Where a session's timeline is: the departures and indices tables link to it."""
+    return "timeline-" + _safe(video_id)
 
 
 def _status_counts(videos: pd.DataFrame) -> str:
@@ -375,7 +383,9 @@ def _departure_rows(trends: pd.DataFrame) -> list[dict]:
         delta = "{:+.0f}" if k == 100.0 else "{:+.2f}"
         rows.append({"cls": "", "cells": [
             _c(r["subject"], "l"), _c(_txt(r["session_date"]), "l"),
-            _c(_txt(r["file_name"], r["video_id"]), "l name"), _c(index_title(r["index"]), "l"),
+            _c(_txt(r["file_name"], r["video_id"]), "l name",
+               href="#" + _timeline_anchor(r["video_id"])),
+            _c(index_title(r["index"]), "l"),
             _c(f.format(r["value"] * k) + (" ▲" if r["change"] > 0 else " ▼"), "dep"),
             _c(f"{f.format(r['baseline_mean'] * k)} ± {sd}"),
             _c(delta.format(r["change"] * k)), _c(f"{r['z']:+.1f}"),
@@ -419,7 +429,9 @@ def _subject_context(
             who = f"{int(s['face_id'])} of {n_faces.get(vid, 1)} · {rule}"
         num, date = number.get(vid, ""), _txt(s["session_date"])
         quality.append({"cls": cls, "cells": [
-            _c(num), _c(date, "l"), _c(_txt(s["file_name"], vid), "l name", badges=badges),
+            _c(num), _c(date, "l"),
+            _c(_txt(s["file_name"], vid), "l name", badges=badges,
+               href="#" + _timeline_anchor(vid)),
             _c(_fmt(s["face_present_s"], "{:.0f}")),
             _c(_fmt(_pct(s["face_present_ratio"]), "{:.0f}")),
             _c(_fmt(s["mean_det_score"], "{:.2f}")), _c(who, "l"),
@@ -569,7 +581,8 @@ class _Figures:
             data = path.read_bytes()[:24]
             src = f"{FIGURES_DIR}/{path.name}"
         width, height = struct.unpack(">II", data[16:24])  # the PNG header's IHDR
-        return {"src": src, "alt": alt, "caption": caption, "width": width, "height": height}
+        return {"src": src, "alt": alt, "caption": caption, "width": width, "height": height,
+                "id": ""}  # fmt: skip
 
     def remove_stale(self) -> None:
         """Remove figures of an older report that this one no longer shows."""
