@@ -94,10 +94,13 @@ def test_longitudinal_notebook_runs(
     assert sorted(zip(videos["subject"], videos["session_date"], strict=True)) == sorted(
         (s.subject, s.session_date) for s in DEMO_SESSIONS
     )
-    sessions = pq.read_table(dataset / "sessions.parquet").to_pandas()
+    # derived files beside the dataset folder, never inside it
+    visible = sorted(p.name for p in dataset.iterdir() if not p.name.startswith("."))
+    assert visible == ["frames", "segments", "videos"]  # (and the hidden run lock)
+    sessions = pq.read_table(work / "dataset.sessions.parquet").to_pandas()
     assert sessions["is_patient"].sum() == n
 
-    report = work / "report"
+    report = work / "dataset.report"
     assert (report / "index.html").stat().st_size > 2000
     for subject in ("P001", "P002"):
         assert len(list(report.glob(f"figures/trend_{subject}_*.png"))) == 1, subject
