@@ -14,7 +14,7 @@ from conftest import frame_number, vfr_times
 from fervid.errors import ConfigError, DecodeError
 from fervid.extract import decode
 from fervid.extract.decode import Backend, FrameSampler, probe
-from fervid.records import Frame
+from fervid.records import Frame, decode_error_count
 from fervid.settings import SampleSettings
 
 BACKENDS = ["decord", "pyav"]
@@ -57,12 +57,17 @@ def test_probe_samples(
     sample_dir: Path, name: str, width: int, height: int, fps: float,
     duration_s: float, n_frames: int, codec: str, backend: str,
 ) -> None:  # fmt: skip
-    info = probe(sample_dir / name)
+    info = probe(sample_dir / name, backend="auto" if backend == "pyav" else backend)
     assert (info.width, info.height, info.rotation) == (width, height, 0)
     assert info.fps == pytest.approx(fps, abs=0.01)
     assert info.duration_s == pytest.approx(duration_s, abs=0.05)
     assert info.n_frames == n_frames
     assert (info.codec, info.backend) == (codec, backend)
+
+
+def test_auto_probes_with_pyav_by_default(sample_dir: Path) -> None:
+    assert not decode.PREFER_DECORD  # measured in docs/dependencies.md
+    assert probe(sample_dir / "single_face.mp4").backend == "pyav"
 
 
 def test_probe_forced_pyav(sample_dir: Path) -> None:
@@ -362,3 +367,84 @@ def test_selector_tolerates_float32_times() -> None:
     ]
     assert taken == [True, False, True, False, True]
     assert math.isclose(decode.TIME_TOL_S, 5e-4)
+
+
+# --------------------------------------------------------------------------- damage, seeking
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_damaged_video_reports_its_decode_errors(damaged_video: Path, backend: str) -> None:
+    frames, sampler = _sample(damaged_video, backend, fps=2.0)
+    assert sampler.backend_used == backend  # concealed, not fatal: no fallback
+    assert len(frames) == 40  # every sampled frame still comes out
+    (warning,) = sampler.warnings
+    assert decode_error_count(sampler.warnings) >= 10, warning
+    m = re.match(r"(\d+) decode errors between ([\d.]+) s and ([\d.]+) s", warning)
+    assert m, warning
+    assert 5.0 <= float(m.group(2)) <= float(m.group(3)) <= 14.0  # bytes 40-60 %: ~8-12 s
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_clean_video_has_no_decode_errors(sample_dir: Path, backend: str) -> None:
+    _, sampler = _sample(sample_dir / "WolfgangLanger_Pexels.mp4", backend, fps=2.0)
+    assert sampler.warnings == [] and decode_error_count(sampler.warnings) == 0
+
+
+def test_damage_is_counted_once_across_chunks(damaged_video: Path) -> None:
+    info = probe(damaged_video, backend="pyav")
+    whole = FrameSampler(damaged_video, SampleSettings(fps=2.0), info, backend="pyav")
+    list(whole)
+    parts = []
+    for a, b in [(0.0, 9.0), (9.0, None)]:
+        s = FrameSampler(damaged_video, SampleSettings(fps=2.0), info, backend="pyav",
+                         start_s=a, end_s=b)  # fmt: skip
+        list(s)
+        parts += s.warnings
+    assert len(parts) == 2  # each chunk names its own range, so a merge keeps both
+    assert decode_error_count(parts) == decode_error_count(whole.warnings)
+
+
+def _read_bytes_during(fn) -> int:
+    def rchar() -> int:
+        with open("/proc/self/io") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("rchar:"))
+
+    before = rchar()
+    fn()
+    return rchar() - before
+
+
+@pytest.mark.skipif(not Path("/proc/self/io").exists(), reason="needs Linux /proc/self/io")
+def test_pyav_range_seeks_by_the_index_and_reads_only_its_part(
+    make_clip, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A late range of a clip seeks by the container's index: it reads far less than the
+    demux plan (which reads the file from the start up to the range), and yields exactly
+    the frames an unbounded run yields there."""
+    path = make_clip("long.mp4", seconds=60.0, fps=30.0, size=(320, 240), gop=30)
+    info = probe(path, backend="pyav")
+    settings = SampleSettings(fps=2.0)
+
+    def late_range() -> list[Frame]:
+        return list(FrameSampler(path, settings, info, backend="pyav", start_s=50.0, end_s=55.0))
+
+    late: list[Frame] = []
+    by_index = _read_bytes_during(lambda: late.extend(late_range()))
+    whole = list(FrameSampler(path, settings, info, backend="pyav"))
+    expected = [(f.frame_index, f.timestamp_s) for f in whole if 50.0 <= f.timestamp_s < 55.0]
+    assert [(f.frame_index, f.timestamp_s) for f in late] == expected
+    monkeypatch.setattr(decode, "_index_dts", lambda stream: None)  # the demux plan instead
+    planned: list[Frame] = []
+    by_plan = _read_bytes_during(lambda: planned.extend(late_range()))
+    assert [(f.frame_index, f.timestamp_s) for f in planned] == expected
+    # the file header (~85 kB here) is read either way; the plan also reads 50 s of frames
+    assert by_index < 0.5 * by_plan, (by_index, by_plan, path.stat().st_size)
+
+
+def test_edit_list_video_falls_back_to_the_demux_plan(sample_dir: Path) -> None:
+    path = sample_dir / "no_face.mp4"  # MP4 edit list: pre-roll frames flagged discard
+    info = probe(path, backend="pyav")
+    settings = SampleSettings(fps=2.0)
+    whole = [
+        (f.frame_index, f.timestamp_s) for f in FrameSampler(path, settings, info, backend="pyav")
+    ]
+    late = FrameSampler(path, settings, info, backend="pyav", start_s=1.5)
+    assert [(f.frame_index, f.timestamp_s) for f in late] == [w for w in whole if w[1] >= 1.5]

@@ -5,6 +5,10 @@
 
 How the two decoders share the work:
 
+* PyAV is the default (:data:`PREFER_DECORD` False; measured in docs/dependencies.md:
+  on a long 720p clip decord read the file ~19 times for one 60 s chunk, PyAV 0.1 times,
+  at half decord's wall time and a third of its memory). ``backend="decord"`` still
+  works as described below.
 * The container header is always read with PyAV (cheap): it tells an empty file, a
   non-video and an audio-only file apart with precise messages, and gives the rotation
   (display matrix).
@@ -36,10 +40,19 @@ Ranges: ``FrameSampler(..., start_s=a, end_s=b)`` yields only the frames with
 are), chosen on the *whole video's* grid: the targets are ``k/fps`` for the global ``k``
 (``every_n``: the global frame indices), so consecutive ranges concatenated give exactly
 the frames of an unbounded run, without duplicates or gaps at the boundaries. decord
-takes the range's indices from its timestamp table; PyAV first indexes the packets up to
-the range end (demuxing only, no decoding) to learn the global frame indices and the
-sampling state, then seeks to the keyframe at or before the range start and decodes
-forward, discarding the frames before it.
+takes the range's indices from its timestamp table. PyAV seeks to the keyframe before
+the range start by the container's own index (MP4/MOV sample tables, read with the
+header: no packet before the range is read, so a run over all chunks reads the file
+about once) and decodes forward; the keyframe's position in that index is the global
+frame index, which holds for closed GOPs and is checked on the first decoded frame.
+Files without a usable index (MKV without cues, edit-list pre-roll, open GOPs, a
+cut-off file) fall back to indexing the packets up to the range end (demuxing only,
+no decoding), then seeking.
+
+Damage: decode errors (undecodable packets, frames FFmpeg had to conceal; for decord,
+which conceals and stays silent, FFmpeg's error messages) become one warning per
+range in :data:`fervid.records.DECODE_ERRORS_WARNING` form, count first, so the videos
+row gets ``status = 'ok_with_warnings'`` and ``decode_errors``.
 
 Size: frames whose longer side exceeds ``SampleSettings.max_side`` are downscaled
 (aspect kept) while decoding. :class:`VideoInfo` keeps the *displayed* size at source
@@ -55,9 +68,11 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import dataclasses
 import math
 import os
 import re
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
@@ -69,13 +84,15 @@ import cv2
 import numpy as np
 
 from fervid.errors import ConfigError, DecodeError
-from fervid.records import Frame, VideoInfo
+from fervid.records import DECODE_ERRORS_WARNING, Frame, VideoInfo
 from fervid.settings import SampleSettings
 
-#: ``auto`` tries decord before PyAV. On the clips measured so far PyAV was as fast or
-#: faster and held 120 MB against decord's 300-400 MB (40 s 720p, 1 s GOP); set False to
-#: decode with PyAV only.
-PREFER_DECORD = True
+#: ``auto`` tries decord before PyAV when True. False: PyAV decodes (benchmarks/
+#: bench_decode.py, docs/dependencies.md): decord indexes the whole file on every open
+#: (each chunk of a long video re-reads all of it) and its reader reset re-reads the start,
+#: 19x the file for one 60 s chunk of a 10-min 720p clip, against PyAV's 0.12x; PyAV was
+#: also 2x faster and held 130 MB against decord's 430 MB.
+PREFER_DECORD = False
 
 #: Most frame indices requested from decord at once (bounds the decoded batch in memory).
 CHUNK_SIZE = 16
@@ -290,6 +307,51 @@ class _DecordFailed(Exception):
     """decord stopped mid-stream; PyAV can continue."""
 
 
+_FFMPEG_LOG = re.compile(r"^\[[\w.-]+ @ 0x[0-9a-f]+\] (.+)$")  # "[h264 @ 0x5600...] error ..."
+
+
+class _FFmpegErrors:
+    """``with _FFmpegErrors() as e: reader.batch(...)``: FFmpeg's error messages during
+    the block, in ``e.lines``.
+
+    decord conceals damaged packets and reports nothing; its bundled FFmpeg only writes
+    "error while decoding MB ..." to file descriptor 2. For the block, decord's log level
+    is raised to errors and fd 2 points at a temporary file; afterwards FFmpeg's lines are
+    kept and anything else written meanwhile is passed on to the real stderr.
+    """
+
+    def __enter__(self) -> _FFmpegErrors:
+        import tempfile
+
+        import decord
+
+        self.lines: list[str] = []
+        self._decord = decord
+        self._tmp = tempfile.TemporaryFile()
+        sys.stderr.flush()
+        self._saved = os.dup(2)
+        os.dup2(self._tmp.fileno(), 2)
+        decord.logging.set_level(decord.logging.ERROR)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._decord.logging.set_level(self._decord.logging.QUIET)
+        os.dup2(self._saved, 2)
+        os.close(self._saved)
+        self._tmp.seek(0)
+        text = self._tmp.read().decode("utf-8", errors="replace")
+        self._tmp.close()
+        other = []
+        for line in text.splitlines():
+            m = _FFMPEG_LOG.match(line.strip())
+            if m:
+                self.lines.append(m.group(1).strip())
+            elif line.strip():
+                other.append(line)
+        if other:
+            os.write(2, ("\n".join(other) + "\n").encode())
+
+
 class _DecordReader:
     """A decord ``VideoReader`` with its timestamps checked."""
 
@@ -398,6 +460,53 @@ class _SeekMissed(Exception):
     """After a seek, the first frame of the range did not decode where the index said."""
 
 
+#: ``_pyav_pass(plan=_BY_INDEX)``: seek by the container's own frame index.
+_BY_INDEX = "by-index"
+
+
+def _index_dts(stream: Any) -> np.ndarray | None:
+    """int64 ``(n,)`` decode timestamps of every frame, from the index the demuxer read
+    with the header (MP4/MOV sample tables): no packet data is read. None when the index
+    is missing or partial (streamed formats, MKV without cues), or holds frames players
+    skip (edit-list pre-roll, flagged discard): their frame indices would be off."""
+    entries = stream.index_entries
+    n = len(entries)
+    if n == 0 or (stream.frames and stream.frames != n):
+        return None
+    dts = np.empty(n, np.int64)
+    for i, entry in enumerate(entries):
+        if entry.is_discard:
+            return None
+        dts[i] = entry.timestamp
+    if np.any(np.diff(dts) <= 0):
+        return None
+    return dts
+
+
+def _rank_of_keyframe(dts: np.ndarray, packet: Any) -> tuple[int, int]:
+    """(position in decode order, pts) of the keyframe a seek landed on.
+
+    For a closed GOP, every frame decoded before a keyframe is shown before it, so the
+    position is also the keyframe's global ``frame_index`` (:func:`_check_closed_gop`
+    verifies)."""
+    if packet.dts is None or not packet.is_keyframe:
+        raise _SeekMissed("the seek did not land on a keyframe with a timestamp")
+    k = int(np.searchsorted(dts, packet.dts))
+    if k >= len(dts) or dts[k] != packet.dts or packet.pts is None:
+        raise _SeekMissed(f"keyframe dts {packet.dts} is not in the container's index")
+    return k, int(packet.pts)
+
+
+def _check_closed_gop(key_pts: int | None, pts: int | None, t: float, lo: float) -> None:
+    """The first frame shown after an index seek must be the keyframe itself (no open-GOP
+    leading frames shown before it, none dropped), and lie before the range, so that the
+    frame ranks from the index hold and the sampling state at the range start is known."""
+    if key_pts is None or pts != key_pts:
+        raise _SeekMissed(f"first frame shown after the seek has pts {pts}, not the keyframe's")
+    if t >= lo:
+        raise _SeekMissed("the seek landed inside the range")
+
+
 @dataclass(frozen=True)
 class _SeekPlan:
     """Where PyAV starts decoding a range, from an index of the packets (none decoded).
@@ -471,6 +580,31 @@ def _seek_plan(path: Path, lo: float, hi: float) -> _SeekPlan | None:
         seek_pts=max(before) if before else None,
         first_pts=first_pts,
     )
+
+
+@dataclass
+class _Damage:
+    """Decode errors met in a range: undecodable packets and frames FFmpeg had to conceal
+    (PyAV), or FFmpeg's error messages (decord, which only logs them)."""
+
+    n: int = 0
+    first_t: float | None = None
+    last_t: float | None = None
+    reason: str = ""
+
+    def add(self, t: float | None, reason: str, count: int = 1) -> None:
+        self.n += count
+        if t is not None:
+            self.first_t = t if self.first_t is None else min(self.first_t, t)
+            self.last_t = t if self.last_t is None else max(self.last_t, t)
+        self.reason = self.reason or reason
+
+    def warning(self) -> str:
+        """One :data:`~fervid.records.DECODE_ERRORS_WARNING` line (count first)."""
+        start = self.first_t if self.first_t is not None else 0.0
+        end = self.last_t if self.last_t is not None else start
+        reason = f"{self.reason}; some frames may be missing or smeared"
+        return DECODE_ERRORS_WARNING.format(n=self.n, start=start, end=end, reason=reason)
 
 
 @dataclass
@@ -589,8 +723,13 @@ class FrameSampler:
             if self._ranged():
                 picked = [i for i in picked if lo <= starts[i] < hi]
                 chunks = _chunks_by_keyframe(picked, reader.keyframe_of, self.chunk_size)
+            damage = _Damage()
             for chunk, whole in chunks:
-                rgb = reader.batch(chunk)  # (len(chunk), H, W, 3) RGB
+                with _FFmpegErrors() as errors:  # decord only logs damage: count the lines
+                    rgb = reader.batch(chunk)  # (len(chunk), H, W, 3) RGB
+                if errors.lines:
+                    damage.add(float(starts[chunk[0]]), errors.lines[0], count=len(errors.lines))
+                    damage.add(float(starts[chunk[-1]]), errors.lines[0], count=0)
                 if whole:  # the next chunk starts at a later keyframe: a reset costs nothing
                     reader.stop_read_ahead()
                 for k, index in enumerate(chunk):
@@ -606,6 +745,8 @@ class FrameSampler:
             # The index reaches the first frame past the range (or the video's last one).
             past = int(np.searchsorted(starts, hi)) if math.isfinite(hi) else reader.n_frames
             progress.last_decoded_t = float(starts[min(past, reader.n_frames - 1)])
+            if damage.n:
+                self.warnings.append(damage.warning())
         finally:
             reader.close()
 
@@ -613,10 +754,20 @@ class FrameSampler:
     def _pyav_frames(self, progress: _Progress, *, after_index: int) -> Iterator[Frame]:
         """Decode the range's frames, convert only the sampled ones; skip indices <= after_index.
 
-        A range starting after 0 seeks (see :func:`_seek_plan`); when the stream cannot be
-        indexed, or the seek misses the range's first frame, it decodes from the start
-        instead and discards the frames before the range.
+        A range starting after 0 seeks by the container's own frame index (MP4/MOV: read
+        with the header, so nothing before the range is read; see :func:`_index_dts`).
+        Where that index is missing or cannot be trusted, it seeks by a demux-only index
+        of the packets up to the range (:func:`_seek_plan`); when even that fails, it
+        decodes from the start and discards the frames before the range.
         """
+        if self.start_s > 0:
+            n_warnings, saved = len(self.warnings), dataclasses.replace(progress)
+            try:  # the container's index: nothing before the range is read
+                yield from self._pyav_pass(progress, after_index=after_index, plan=_BY_INDEX)
+                return
+            except _SeekMissed:  # raised before the first yield: plan by demuxing instead
+                del self.warnings[n_warnings:]
+                progress.__dict__.update(saved.__dict__)
         plan = _seek_plan(self.path, *self._bounds()) if self.start_s > 0 else None
         if plan is not None:
             n_warnings = len(self.warnings)
@@ -628,14 +779,17 @@ class FrameSampler:
         yield from self._pyav_pass(progress, after_index=after_index, plan=None)
 
     def _pyav_pass(
-        self, progress: _Progress, *, after_index: int, plan: _SeekPlan | None
+        self, progress: _Progress, *, after_index: int, plan: _SeekPlan | str | None
     ) -> Iterator[Frame]:
-        """One decoding pass: from the plan's keyframe, or from the start without a plan."""
+        """One decoding pass: from the plan's keyframe, from the keyframe the container's
+        index gives (``plan=_BY_INDEX``, see :func:`_index_dts`), or from the start
+        without a plan."""
         import av
 
         selector = _Selector(self.settings)
         lo, hi = self._bounds()
-        if plan is not None:
+        by_index = plan == _BY_INDEX
+        if isinstance(plan, _SeekPlan):
             before = int(np.searchsorted(plan.times, lo))  # frames preceding the range
             if before:
                 selector.pass_over(float(plan.times[before - 1]))
@@ -646,21 +800,40 @@ class FrameSampler:
             start = stream.start_time or 0
             time_base = stream.time_base or Fraction(1, 1)
             step = 1.0 / self.info.fps if self.info.fps > 0 else 1.0 / 30
-            if plan is not None and plan.seek_pts is not None:
+            dts: np.ndarray | None = None
+            seek_pts = plan.seek_pts if isinstance(plan, _SeekPlan) else None
+            if by_index:
+                dts = _index_dts(stream)
+                if dts is None:
+                    raise _SeekMissed("the container has no complete frame index")
+                # two frame intervals early, so the keyframe lies before the range's first
+                # frame and the sampling state is known when the range starts
+                seek_pts = start + max(0, round((lo - 2 * step) / float(time_base)))
+            if seek_pts is not None:
                 try:
-                    container.seek(plan.seek_pts, stream=stream, backward=True, any_frame=False)
+                    container.seek(seek_pts, stream=stream, backward=True, any_frame=False)
                 except av.FFmpegError as e:
                     raise _SeekMissed(_av_reason(e)) from e
-            first_unchecked = plan is not None
-            index, bad, total_bad, t_prev, estimated = -1, 0, 0, None, False
+            first_unchecked = isinstance(plan, _SeekPlan)
+            key_pts: int | None = None  # by index: the keyframe's pts, to be shown first
+            checked = False
+            index, bad, t_prev, estimated = -1, 0, None, False
             error, past_end = "", False
+            damage = _Damage()
             try:
                 for packet in container.demux(stream):
+                    if dts is not None and key_pts is None and packet.size:
+                        index, key_pts = _rank_of_keyframe(dts, packet)
+                        index -= 1  # the keyframe's rank = frames decoded (and shown) before
                     try:
                         frames = packet.decode()
                         bad = 0
                     except av.FFmpegError as e:  # damaged packet: skip it, the decoder resyncs
-                        bad, total_bad, error = bad + 1, total_bad + 1, _av_reason(e)
+                        bad, error = bad + 1, _av_reason(e)
+                        if packet.pts is not None:
+                            pt = float((packet.pts - start) * time_base)
+                            if lo <= pt < hi:  # chunks count only their own range's damage
+                                damage.add(pt, error)
                         if bad >= MAX_BAD_PACKETS:
                             progress.stop_reason = f"{bad} packets in a row undecodable: {error}"
                             break
@@ -678,16 +851,24 @@ class FrameSampler:
                         if t < -TIME_TOL_S:
                             continue  # pre-roll a player would not show
                         t_prev = t
-                        index = index + 1 if plan is None else plan.index_of(frame.pts, index)
+                        if isinstance(plan, _SeekPlan):
+                            index = plan.index_of(frame.pts, index)
+                        else:
+                            index += 1
+                        if by_index and not checked:
+                            _check_closed_gop(key_pts, frame.pts, t, lo)
+                            checked = True
                         progress.last_decoded_t = t
                         if t >= hi:
                             past_end = True
                             break
+                        if frame.is_corrupt and t >= lo:  # FFmpeg concealed damage in it
+                            damage.add(t, "damaged frame concealed")
                         if t < lo:  # before the range: decoded only to reach it
-                            if plan is None:
+                            if not isinstance(plan, _SeekPlan):
                                 selector.take(index, t)  # the whole video's sampling grid
                             continue
-                        if first_unchecked and plan is not None:
+                        if first_unchecked and isinstance(plan, _SeekPlan):
                             if frame.pts is None or frame.pts != plan.first_pts:
                                 raise _SeekMissed(f"range starts at pts {frame.pts}")
                             first_unchecked = False
@@ -700,13 +881,12 @@ class FrameSampler:
                         break
             except av.FFmpegError as e:  # demuxing failed: a damaged or cut-off file
                 progress.stop_reason = _av_reason(e)
+            if by_index and not checked:  # the index promised frames the file lacks (cut off)
+                raise _SeekMissed("no frame decoded after the seek")
             if bad and progress.stop_reason is None:
                 progress.stop_reason = f"the last {bad} packets undecodable: {error}"
-            elif total_bad > bad:
-                self.warnings.append(
-                    f"{total_bad - bad} damaged packets skipped ({error}); "
-                    "some frames may be missing or smeared"
-                )
+            if damage.n:
+                self.warnings.append(damage.warning())
 
     def _pyav_image(self, frame: Any) -> np.ndarray:
         rotation = self.info.rotation
