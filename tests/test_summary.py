@@ -408,11 +408,15 @@ def test_derived_files_stay_out_of_the_dataset_folder(tmp_path) -> None:
 
 def test_duplicate_recording_is_recorded_once_across_reruns(tmp_path, sample_dir) -> None:
     """Two copies of one recording, processed twice: the copy's skipped row (with
-    duplicate_of) is written once, and the session stays analysed after the rerun."""
+    duplicate_of) is written once, and the session stays analysed after the rerun. A
+    third recording whose path misses --id-pattern is listed by the run summary."""
+    import io
     import shutil
 
     from helpers_model import make_debug_model
+    from rich.console import Console
 
+    from fervid.engine.progress import print_summary
     from fervid.engine.runner import LocalExecutor, run
     from fervid.output.store import read_results
     from fervid.settings import ClassifySettings, DiscoverSettings, RunSettings
@@ -421,6 +425,8 @@ def test_duplicate_recording_is_recorded_once_across_reruns(tmp_path, sample_dir
     (rec / "P001").mkdir(parents=True)
     shutil.copy(sample_dir / "single_face.mp4", rec / "P001" / "2024-01-01_a.mp4")
     shutil.copy(sample_dir / "single_face.mp4", rec / "P001" / "2024-01-08_b.mp4")
+    (rec / "P003").mkdir()
+    shutil.copy(sample_dir / "no_face.mp4", rec / "P003" / "intake.mp4")  # no date: no match
     out = tmp_path / "ds"
     settings = RunSettings(
         inputs=(rec,), out=out,
@@ -431,19 +437,27 @@ def test_duplicate_recording_is_recorded_once_across_reruns(tmp_path, sample_dir
     def local(s, model, hooks):
         return LocalExecutor(s, model)
 
-    run(settings, executor_factory=local)
+    first_run = run(settings, executor_factory=local)
+    assert first_run.id_pattern_unmatched == ["P003/intake.mp4"]
+    buf = io.StringIO()
+    print_summary(Console(file=buf, width=200), first_run)
+    assert "1 recording(s) do not match --id-pattern" in buf.getvalue()
+    assert "P003/intake.mp4" in buf.getvalue()
     (dup_part,) = (out / "videos").glob("*-dup-*.parquet")
     first = dup_part.stat().st_mtime_ns
     summary = run(settings, executor_factory=local)  # the rerun: everything already done
-    assert summary.ok == 0 and summary.skipped == 2
+    assert summary.ok == 0 and summary.skipped == 3
     assert dup_part.stat().st_mtime_ns == first  # not rewritten with a fresh processed_at
     videos = read_results(out, "videos").to_pylist()
     dup = next(r for r in videos if r["status"] == "skipped")
     assert dup["duplicate_of"] == "P001/2024-01-01_a.mp4"
     assert dup["path"] == "P001/2024-01-08_b.mp4" and dup["id_pattern_matched"] is True
+    stray = next(r for r in videos if r["path"] == "P003/intake.mp4")
+    assert stray["id_pattern_matched"] is False and stray["subject"] is None
     sessions = summarize_dir(out)
-    (patient,) = [r for r in sessions.to_pylist() if r["is_patient"]]
+    patient = next(r for r in sessions.to_pylist() if r["is_patient"] and r["subject"])
     assert patient["status"] == "ok" and patient["face_id"] is not None
+    assert unassigned_recordings(sessions)["path"].tolist() == ["P003/intake.mp4"]
 
 
 def test_a_session_analysed_with_warnings_is_summarized() -> None:

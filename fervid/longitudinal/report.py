@@ -510,7 +510,7 @@ def _provenance(
     return [
         ("report made by", f"fervid {__version__}"),
         ("recordings processed by", ", ".join(f"fervid {v}" for v in versions) or "—"),
-        ("model", Path(model_path).name if model_path else DEFAULT_MODEL_NAME),
+        ("model", _model_name(run, model_path)),
         ("model sha256", ", ".join(shas) or "—"),
         ("processing settings hash", (", ".join(hashes) or "—")
          + (" (several: compare only sessions with the same hash)" if len(hashes) > 1 else "")),
@@ -520,6 +520,13 @@ def _provenance(
          f"(0: neither positive nor negative); sessions table {_sessions_id(sessions)}"),
         ("flags", trend_settings.describe()),
     ]  # fmt: skip
+
+
+def _model_name(run: Mapping[str, Any], model_path: str | None) -> str:
+    if model_path:
+        return Path(model_path).name
+    # no path in the run settings: the shipped model, unless the files carry no settings
+    return DEFAULT_MODEL_NAME if run else "unknown (the results carry no run settings)"
 
 
 def _range(ts: pd.Series, fmt: str) -> str:
