@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -168,6 +169,28 @@ def test_longitudinal_reads_output_through_public_names_only() -> None:
         if name.startswith("_")
     ]
     assert offenders == []
+
+
+#: Names of the store's on-disk layout: code that uses them rebuilds part-file paths
+#: instead of asking the store (``read_results``) for the rows.
+STORE_LAYOUT_NAMES = {"parts_root", "PART_SUFFIX", "TEMP_GLOB"}
+
+
+def test_longitudinal_does_not_rebuild_part_file_paths() -> None:
+    offenders = [
+        f"{p.relative_to(PACKAGE.parent)}:{line} imports {mod}.{name}"
+        for p in sorted((PACKAGE / "longitudinal").rglob("*.py"))
+        for mod, names, line in imports_of(p)
+        if _is(mod, "fervid.output")
+        for name in names
+        if name in STORE_LAYOUT_NAMES
+    ]
+    globs = [
+        f"{p.relative_to(PACKAGE.parent)}: globs Parquet files"
+        for p in sorted((PACKAGE / "longitudinal").rglob("*.py"))
+        if re.search(r"\.glob\([^)]*parquet", p.read_text(encoding="utf-8"))
+    ]
+    assert offenders + globs == []
 
 
 @pytest.mark.parametrize(
