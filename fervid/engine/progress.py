@@ -59,7 +59,7 @@ class RichHooks:
             TextColumn("[bold]fervid[/]"), BarColumn(), TextColumn("{task.fields[videos]}"),
             TextColumn("{task.completed:.0f}/{task.total:.0f} s"), TimeElapsedColumn(),
             TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.description}"),
-            console=self.console, transient=False,
+            console=self.console, transient=True,  # logs keep the per-video lines only
         )  # fmt: skip
         self._progress.__enter__()
         note = f"{skipped} already done" if skipped else ""

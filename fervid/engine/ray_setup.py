@@ -140,7 +140,10 @@ def _start_embedded(ray: Any, *, num_cpus: int | None, num_gpus: int | None) -> 
     return session
 
 
-def _attach(ray: Any, address: str) -> RaySession:
+def check_address(address: str) -> None:
+    """Raise :class:`RayStartError` (one line, with the fix) unless something accepts a
+    TCP connection at ``address`` within ``CONNECT_TIMEOUT_S``: Ray itself retries a dead
+    address for over a minute, logging each attempt."""
     host, port = _split_address(address)
     try:
         with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S):
@@ -152,10 +155,14 @@ def _attach(ray: Any, address: str) -> RaySession:
             f"with `ray start --head --node-ip-address {LOOPBACK} --port {port}` or fix the "
             "address"
         ) from None
-    saved: dict[str, str | None] = {}
-    if "RAY_AUTH_MODE" not in os.environ and _token_available():
-        saved = _set_env({"RAY_AUTH_MODE": "token"})  # a Ray 2.60 cluster's default
-    saved |= _set_env({"RAY_USAGE_STATS_ENABLED": "0"})
+
+
+def _attach(ray: Any, address: str) -> RaySession:
+    check_address(address)
+    host, _ = _split_address(address)
+    # Auth is the cluster's choice (`ray start` runs without a token unless RAY_AUTH_MODE
+    # is token); guessing from a token file on disk breaks clusters that have none.
+    saved = _set_env({"RAY_USAGE_STATS_ENABLED": "0"})
     try:
         with _stderr_to_file():  # Ray's C++ log lines stay out of the terminal
             ray.init(
@@ -197,12 +204,6 @@ def _split_address(address: str) -> tuple[str, int]:
             f"{LOOPBACK}:6379"
         )
     return host, int(port)
-
-
-def _token_available() -> bool:
-    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
-        return True
-    return (Path.home() / ".ray" / "auth_token").is_file()
 
 
 def _set_env(values: dict[str, str | None]) -> dict[str, str | None]:

@@ -559,6 +559,10 @@ def run(
                     if k not in job.parts
                 )
             seconds = sum(t.seconds for t in tasks)
+            if tasks and settings.ray_address and executor_factory is None:
+                from fervid.engine.ray_setup import check_address
+
+                check_address(settings.ray_address)  # one line before any progress output
             hooks.start(len(todo), summary.skipped, seconds)
             for job in list(jobs.values()):
                 if len(job.parts) == job.count:  # every chunk was on disk already
