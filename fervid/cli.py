@@ -545,6 +545,7 @@ def trends(
     from fervid.longitudinal.summary import load_sessions
     from fervid.longitudinal.trends import (
         baseline_status,
+        default_indices,
         format_trends,
         trends_table,
         verdict_text,
@@ -554,11 +555,13 @@ def trends(
     shown = index or ["valence", "expressivity", "share_happy", "share_sad"]
     try:
         sessions = load_sessions(results, patient)
+        # --out holds every index; an unknown --index is a usage error here (exit 2)
+        followed = list(dict.fromkeys([*default_indices(sessions), *shown]))
         table = trends_table(
             sessions, baseline_n=baseline_n, window=window,
-            threshold=threshold, subject=subject,
+            threshold=threshold, subject=subject, indices=followed,
         )  # fmt: skip
-        rendered = format_trends(table, subject, indices=shown)  # unknown --index: exit 2
+        rendered = format_trends(table, subject, indices=shown)
     except FervidError as e:
         raise _fail(e) from None
     _warn_unassigned(sessions)
