@@ -294,7 +294,9 @@ def test_bad_files(
     with pytest.raises(DecodeError) as err:
         probe(path, backend=backend)
     text = str(err.value)
-    assert message in text and str(path) in text and "\n" not in text
+    assert message in text and "\n" not in text
+    # the file's name, never its folders (they land in the videos table's error column)
+    assert text.startswith(f"{path.name}: ") and str(tmp_path) not in text
     with pytest.raises(DecodeError, match=re.escape(message)):
         FrameSampler(path, SampleSettings(fps=2.0), backend=backend)
 
@@ -448,3 +450,33 @@ def test_edit_list_video_falls_back_to_the_demux_plan(sample_dir: Path) -> None:
     ]
     late = FrameSampler(path, settings, info, backend="pyav", start_s=1.5)
     assert [(f.frame_index, f.timestamp_s) for f in late] == [w for w in whole if w[1] >= 1.5]
+
+
+@pytest.mark.parametrize(
+    ("still", "kind"), [("single_face.jpg", "JPEG"), ("multi_face.jpg", "JPEG")]
+)
+def test_still_image_renamed_mp4_is_not_a_video(
+    sample_dir: Path, tmp_path: Path, still: str, kind: str
+) -> None:
+    path = tmp_path / "session.mp4"
+    path.write_bytes((sample_dir / "stills" / still).read_bytes())
+    with pytest.raises(
+        DecodeError, match=rf"session.mp4: is a still image \({kind}\), not a video"
+    ):
+        probe(path)
+
+
+@pytest.mark.parametrize(
+    ("head", "kind"),
+    [
+        (b"\x89PNG\r\n\x1a\n" + bytes(8), "PNG"),
+        (b"GIF89a" + bytes(10), "GIF"),
+        (b"RIFF\x00\x00\x00\x00WEBPVP8 ", "WebP"),
+        (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00", "HEIC"),
+        (b"%PDF-1.7\n", "PDF document"),
+        (b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00", None),  # an ordinary MP4
+        (b"\x1aE\xdf\xa3", None),  # Matroska
+    ],
+)
+def test_still_kind(head: bytes, kind: str | None) -> None:
+    assert decode._still_kind(head) == kind

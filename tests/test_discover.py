@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -89,7 +90,8 @@ def test_default_extensions_are_case_insensitive(tree: Path) -> None:
         (["empty"], "no videos found under empty (looked for .3gp, .avi,"),
         (["docs"], "use --ext to add extensions"),
         (["docs/*"], "1 paths matched, none with a video extension"),
-        (["videos", "missing"], "input not found: missing"),
+        (["videos", "missing"], "input not found: missing"),  # a typo still stops the run
+        (["empty", "docs"], "no videos found in empty, docs"),  # nothing anywhere
         ([], "no inputs given"),
     ],
 )
@@ -98,6 +100,19 @@ def test_discover_errors(tree: Path, inputs: list[str], message: str) -> None:
         _run(inputs)
     assert message in str(err.value)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("extra", [["empty"], ["docs"], ["videos/**/*.webm"], ["empty", "docs/*"]])
+def test_empty_inputs_among_others_are_warnings(
+    tree: Path, extra: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="fervid.extract.discover"):
+        videos = _run(["videos", *extra])
+    assert sorted(v.rel_path for v in videos) == ALL_VIDEOS  # the run goes on
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == len(extra), lines
+    for item, line in zip(extra, lines, strict=True):
+        assert item in line and line.endswith("the other inputs are processed")
 
 
 @pytest.mark.parametrize("extensions", [("",), (".",), ()])

@@ -197,3 +197,33 @@ def test_damaged_video_is_ok_with_warnings_and_a_count(
     assert row["frames_sampled"] == 40  # still analysed through the damage
     assert process(damaged_video, out, model).exit_code == EXIT_OK  # done: skipped
     assert read_table(out, VIDEOS).num_rows == 1
+
+
+# --------------------------------------------------------------------------- odd inputs
+def test_empty_folder_among_inputs_is_a_warning_not_an_abort(
+    inputs: Path, tmp_path: Path, model: Path
+) -> None:
+    (tmp_path / "monday").mkdir()  # a day without recordings
+    out = tmp_path / "results"
+    result = process(inputs, out, model, tmp_path / "monday")  # extra input after the options
+    assert result.exit_code == EXIT_OK, result.output
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "no videos found under" in warnings[0], result.stderr
+    assert read_table(out, VIDEOS).num_rows == 2
+
+
+def test_jpeg_renamed_mp4_is_a_failed_row_without_folders_in_the_error(
+    inputs: Path, tmp_path: Path, model: Path, sample_dir: Path
+) -> None:
+    fake = inputs / "visit.mp4"
+    fake.write_bytes((sample_dir / "stills" / "single_face.jpg").read_bytes())
+    out = tmp_path / "results.parquet"
+    result = process(inputs, out, model)
+    assert result.exit_code == EXIT_FAILED_VIDEOS, result.output
+    rows = {r["path"]: r for r in read_table(out, VIDEOS).to_pylist()}
+    assert rows["visit.mp4"]["status"] == "failed"
+    assert rows["visit.mp4"]["error"] == (
+        "visit.mp4: is a still image (JPEG), not a video; pass the recording itself"
+    )
+    assert all(str(tmp_path) not in (r["error"] or "") for r in rows.values())
+    assert {rows[p]["status"] for p in ("a.mp4", "b.mov")} == {"ok"}

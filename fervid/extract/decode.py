@@ -161,7 +161,7 @@ def probe(
         except _DecordUnusable as e:
             if backend is Backend.DECORD:
                 raise DecodeError(
-                    f"{path}: decord cannot read it ({e}); use the PyAV backend"
+                    f"{path.name}: decord cannot read it ({e}); use the PyAV backend"
                 ) from e
         else:
             used = Backend.DECORD
@@ -204,22 +204,54 @@ def _check_file(path: Path) -> None:
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        raise DecodeError(f"{path}: file not found; was it moved or deleted?") from None
+        raise DecodeError(f"{path.name}: file not found; was it moved or deleted?") from None
     except PermissionError:
-        raise DecodeError(f"{path}: permission denied; make its folder readable") from None
+        raise DecodeError(f"{path.name}: permission denied; make its folder readable") from None
     if not os.path.isfile(path):
-        raise DecodeError(f"{path}: is not a regular file; pass a video file")
+        raise DecodeError(f"{path.name}: is not a regular file; pass a video file")
     try:
         with open(path, "rb"):
             pass
     except PermissionError:
         raise DecodeError(
-            f"{path}: permission denied; make the file readable by the user running fervid"
+            f"{path.name}: permission denied; make the file readable by the user running fervid"
         ) from None
     if st.st_size == 0:
         raise DecodeError(
-            f"{path}: file is empty (0 bytes); the recording or copy failed, copy it again"
+            f"{path.name}: file is empty (0 bytes); the recording or copy failed, copy it again"
         )
+    with open(path, "rb") as f:
+        kind = _still_kind(f.read(32))
+    if kind is not None:  # FFmpeg would open it as a one-frame, 0-second "video"
+        raise DecodeError(
+            f"{path.name}: is a still image ({kind}), not a video; pass the recording itself"
+        )
+
+
+#: Leading bytes of still-image and document formats someone may rename to .mp4.
+_STILL_MAGIC = (
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"%PDF", "PDF document"),
+)
+#: ISO-BMFF brands (bytes 8-12, after "ftyp") of still images: HEIC/HEIF and AVIF photos.
+_STILL_BRANDS = {b"heic": "HEIC", b"heix": "HEIC", b"mif1": "HEIF", b"avif": "AVIF"}
+
+
+def _still_kind(head: bytes) -> str | None:
+    """The still-image format the first bytes of a file announce, or None."""
+    for magic, kind in _STILL_MAGIC:
+        if head.startswith(magic):
+            return kind
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    if head[4:8] == b"ftyp" and head[8:12] in _STILL_BRANDS:
+        return _STILL_BRANDS[head[8:12]]
+    return None
 
 
 def _open_pyav(path: Path) -> Any:
@@ -231,15 +263,15 @@ def _open_pyav(path: Path) -> Any:
         return av.open(str(path), mode="r", metadata_errors="replace")
     except av.error.InvalidDataError:
         raise DecodeError(
-            f"{path}: not a video or unknown format (FFmpeg found invalid data; an MP4/MOV "
+            f"{path.name}: not a video or unknown format (FFmpeg found invalid data; an MP4/MOV "
             "cut short while recording also lacks its index); check that it plays"
         ) from None
     except av.error.FileNotFoundError:
-        raise DecodeError(f"{path}: file not found; was it moved or deleted?") from None
+        raise DecodeError(f"{path.name}: file not found; was it moved or deleted?") from None
     except av.error.PermissionError:
-        raise DecodeError(f"{path}: permission denied; make the file readable") from None
+        raise DecodeError(f"{path.name}: permission denied; make the file readable") from None
     except av.FFmpegError as e:
-        raise DecodeError(f"{path}: cannot open ({e.strerror}); check that it plays") from None
+        raise DecodeError(f"{path.name}: cannot open ({e.strerror}); check that it plays") from None
 
 
 def _video_stream(container: Any, path: Path) -> Any:
@@ -247,9 +279,9 @@ def _video_stream(container: Any, path: Path) -> Any:
         return container.streams.video[0]
     kinds = sorted({s.type for s in container.streams})
     if "audio" in kinds:
-        raise DecodeError(f"{path}: no video stream (audio-only file?)")
+        raise DecodeError(f"{path.name}: no video stream (audio-only file?)")
     found = ", ".join(kinds) if kinds else "none"
-    raise DecodeError(f"{path}: no video stream (streams found: {found})")
+    raise DecodeError(f"{path.name}: no video stream (streams found: {found})")
 
 
 def _read_header(path: Path) -> _Header:
@@ -692,7 +724,7 @@ class FrameSampler:
                 yield from self._decord_frames(progress)
             except (_DecordUnusable, _DecordFailed) as e:
                 if self.backend is Backend.DECORD:
-                    raise DecodeError(f"{self.path}: decord failed ({e}); use PyAV") from e
+                    raise DecodeError(f"{self.path.name}: decord failed ({e}); use PyAV") from e
                 used = Backend.PYAV.value
                 if isinstance(e, _DecordFailed):
                     at = progress.last_decoded_t or 0.0
@@ -922,7 +954,7 @@ class FrameSampler:
         if progress.yielded == 0 and self.start_s == 0:
             why = f" ({progress.stop_reason})" if progress.stop_reason else ""
             raise DecodeError(
-                f"{self.path}: no frame could be decoded{why}; the file is damaged or uses "
+                f"{self.path.name}: no frame could be decoded{why}; the file is damaged or uses "
                 "an unsupported codec"
             )
         duration = self.info.duration_s

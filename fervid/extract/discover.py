@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import glob
 import hashlib
+import logging
 import os
 import re
 from collections.abc import Iterator, Sequence
@@ -41,6 +42,12 @@ PARTIAL_SUFFIXES = frozenset(
 
 _GLOB_MAGIC = re.compile(r"[*?\[]")
 
+log = logging.getLogger(__name__)
+
+
+class _NoVideos(InputError):
+    """An existing folder or a glob that holds no videos: fatal only when every input is."""
+
 
 # --------------------------------------------------------------------------- public API
 def discover(inputs: Sequence[Path | str], settings: DiscoverSettings) -> list[VideoInput]:
@@ -59,8 +66,10 @@ def discover(inputs: Sequence[Path | str], settings: DiscoverSettings) -> list[V
     absolute. ``rel_path`` (POSIX separators) is relative to the directory or to the
     literal folder part of the glob it was found under, or the file name for a file input.
 
-    Raises :class:`InputError` for a path that does not exist, a glob that matches
-    nothing, a directory or pattern without videos, or a folder that cannot be listed;
+    Raises :class:`InputError` for a path that does not exist or a folder that cannot be
+    listed; for a glob that matches nothing or a directory or pattern without videos only
+    when no other input has videos (otherwise that input is logged as a warning on the
+    ``fervid.extract.discover`` logger and the others are returned);
     :class:`ConfigError` for a malformed ``settings.id_pattern``.
     """
     if not inputs:
@@ -69,14 +78,24 @@ def discover(inputs: Sequence[Path | str], settings: DiscoverSettings) -> list[V
     pattern = IdPattern.parse(settings.id_pattern) if settings.id_pattern else None
 
     found: dict[Path, _Found] = {}
+    empty: list[_NoVideos] = []
     for item in inputs:
-        for hit in _expand(item, exts):
+        try:
+            hits = list(_expand(item, exts))
+        except _NoVideos as e:  # one empty folder of several (a day without recordings)
+            empty.append(e)
+            continue
+        for hit in hits:
             found.setdefault(hit.path.resolve(), hit)  # the first input that reached it wins
-    if not found:  # unreachable through _expand (each input raises), kept as a guard
+    if not found:
+        if len(empty) == 1:
+            raise empty[0]
         raise InputError(
             f"no videos found in {', '.join(map(str, inputs))} (looked for "
             f"{_ext_list(exts)}); use --ext to add extensions"
         )
+    for e in empty:
+        log.warning("%s; the other inputs are processed", e)
     videos = [_video_input(hit, pattern) for hit in found.values()]
     return sorted(videos, key=lambda v: str(v.path))
 
@@ -252,7 +271,7 @@ def _expand(item: Path | str, exts: frozenset[str]) -> Iterator[_Found]:
         root = _absolute(path)
         hits = [_rel_found(p, root) for p in _walk(root, exts)]
         if not hits:
-            raise InputError(
+            raise _NoVideos(
                 f"no videos found under {raw} (looked for {_ext_list(exts)}); "
                 "use --ext to add extensions"
             )
@@ -271,7 +290,7 @@ def _expand(item: Path | str, exts: frozenset[str]) -> Iterator[_Found]:
 def _glob(pattern: str, exts: frozenset[str]) -> Iterator[_Found]:
     matches = sorted(glob.glob(pattern, recursive=True))
     if not matches:
-        raise InputError(
+        raise _NoVideos(
             f"glob {pattern!r} matched no files; check the pattern, and quote it so the "
             "shell does not expand it"
         )
@@ -288,7 +307,7 @@ def _glob(pattern: str, exts: frozenset[str]) -> Iterator[_Found]:
         elif path.is_file() and not _skipped(path.name) and path.suffix.lower() in wanted:
             hits.append(_rel_found(path, root))
     if not hits:
-        raise InputError(
+        raise _NoVideos(
             f"no videos found matching {pattern!r}: {len(matches)} paths matched, none with "
             f"a video extension (looked for {_ext_list(exts)}); use --ext to add extensions"
         )
