@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import sys
+from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
@@ -21,6 +22,7 @@ from fervid.errors import FervidError
 from fervid.settings import Detector, Device, ExecutorKind, Smoothing
 
 EXIT_OK, EXIT_USAGE, EXIT_FAILED_VIDEOS = 0, 2, 3
+E = TypeVar("E", bound=Enum)
 #: The results could not be written (read-only or full disk, I/O error): nothing about the
 #: videos is wrong; what was written before stays readable and a rerun continues.
 EXIT_OUTPUT = 4
@@ -53,8 +55,8 @@ def _choices(values: list[str]) -> dict[str, object]:
     }
 
 
-def _values(enum_cls: type) -> list[str]:
-    return [m.value for m in enum_cls]  # type: ignore[attr-defined]
+def _values(enum_cls: type[Enum]) -> list[str]:
+    return [str(m.value) for m in enum_cls]
 
 
 def _show_version(value: bool) -> None:
@@ -348,7 +350,7 @@ def process(
     raise typer.Exit(EXIT_FAILED_VIDEOS if summary.failed else EXIT_OK)
 
 
-def _enum(cls: type, value: str, option: str):
+def _enum(cls: type[E], value: str, option: str) -> E:
     from fervid.errors import ConfigError
 
     try:

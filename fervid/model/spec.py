@@ -54,7 +54,7 @@ class ModelSpec:
 
     architecture: str = "mobilenet_v2"
     input_size: int = 64
-    channels: Channels = Channels.GRAY
+    channels: Channels | str = Channels.GRAY  # a "gray"/"rgb" string is stored as the enum
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.25, 0.25, 0.25)
     class_names: tuple[str, ...] = EMOTIONS
@@ -69,7 +69,7 @@ class ModelSpec:
                 f"architecture={self.architecture!r} is not supported; "
                 f"expected one of {SUPPORTED_ARCHITECTURES}"
             )
-        try:  # a plain "gray"/"rgb" string is accepted and stored as the enum
+        try:
             object.__setattr__(self, "channels", Channels(self.channels))
         except ValueError:
             raise ModelError(
@@ -96,7 +96,7 @@ class ModelSpec:
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
-        d["channels"] = self.channels.value
+        d["channels"] = Channels(self.channels).value
         d["mean"], d["std"], d["class_names"] = (
             list(self.mean),
             list(self.std),
