@@ -499,17 +499,25 @@ def summarize(
         path = write_sessions(sessions, sessions_path(results))
     except FervidError as e:
         raise _fail(e) from None
-    _warn_unassigned(sessions)
+    _warn_unassigned(sessions, results)
     typer.echo(str(path))
 
 
-def _warn_unassigned(sessions) -> None:
-    """Recordings without a subject (no --id-pattern, or a path it missed) on stderr."""
-    from fervid.longitudinal.summary import id_pattern_warnings
+def _warn_unassigned(sessions, results: Path) -> None:
+    """Recordings without a subject (no --id-pattern, or a path it missed), and derived
+    files an older fervid left inside the dataset folder, on stderr."""
+    from fervid.longitudinal.summary import id_pattern_warnings, stale_derived_files
 
     for i, line in enumerate(id_pattern_warnings(sessions)):
         text = f"[yellow]warning:[/] {escape(line)}" if i == 0 else escape(line)
         console.print(text, highlight=False, soft_wrap=True)
+    for path in stale_derived_files(results):
+        console.print(
+            f"[yellow]warning:[/] {escape(str(path))} was written inside the dataset by an "
+            "older fervid; it is no longer read or updated (derived files now go beside the "
+            "folder): delete it",
+            highlight=False, soft_wrap=True,
+        )  # fmt: skip
 
 
 @app.command()
@@ -566,7 +574,7 @@ def trends(
         rendered = format_trends(table, subject, indices=shown)
     except FervidError as e:
         raise _fail(e) from None
-    _warn_unassigned(sessions)
+    _warn_unassigned(sessions, results)
     if out is not None:
         with atomic_path(out) as tmp:
             pq.write_table(table, tmp)
@@ -612,7 +620,7 @@ def report(
         )  # fmt: skip
     except FervidError as e:
         raise _fail(e) from None
-    _warn_unassigned(sessions)
+    _warn_unassigned(sessions, results)
     typer.echo(str(path))
 
 

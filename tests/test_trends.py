@@ -319,3 +319,16 @@ def test_cli_warns_about_recordings_without_subject(tmp_path, command) -> None:
     if derived:  # beside the dataset folder, not inside it
         assert (tmp_path / derived).exists()
     assert sorted(p.name for p in ds.iterdir()) == ["frames", "segments", "videos"]
+
+
+def test_cli_warns_about_derived_files_left_inside_the_dataset(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from fervid.cli import app
+
+    ds = _cli_dataset(tmp_path)
+    (ds / "sessions.parquet").write_bytes(b"left by an older fervid")
+    r = CliRunner().invoke(app, ["summarize", str(ds)])
+    assert r.exit_code == 0, r.output
+    assert f"{ds / 'sessions.parquet'} was written inside the dataset" in r.output.replace("\n", "")
+    assert (ds / "sessions.parquet").read_bytes() == b"left by an older fervid"  # not touched

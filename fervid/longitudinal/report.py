@@ -382,7 +382,7 @@ def _departure_rows(trends: pd.DataFrame) -> list[dict]:
         sd = ("{:.0f}" if k == 100.0 else "{:.2f}").format(r["baseline_sd"] * k)
         delta = "{:+.0f}" if k == 100.0 else "{:+.2f}"
         rows.append({"cls": "", "cells": [
-            _c(r["subject"], "l"), _c(_txt(r["session_date"]), "l"),
+            _c(r["subject"], "l"), _c(_txt(r["session_date"]), "l date"),
             _c(_txt(r["file_name"], r["video_id"]), "l name",
                href="#" + _timeline_anchor(r["video_id"])),
             _c(index_title(r["index"]), "l"),
@@ -429,7 +429,7 @@ def _subject_context(
             who = f"{int(s['face_id'])} of {n_faces.get(vid, 1)} · {rule}"
         num, date = number.get(vid, ""), _txt(s["session_date"])
         quality.append({"cls": cls, "cells": [
-            _c(num), _c(date, "l"),
+            _c(num), _c(date, "l date"),
             _c(_txt(s["file_name"], vid), "l name", badges=badges,
                href="#" + _timeline_anchor(vid)),
             _c(_fmt(s["face_present_s"], "{:.0f}")),
@@ -437,7 +437,7 @@ def _subject_context(
             _c(_fmt(s["mean_det_score"], "{:.2f}")), _c(who, "l"),
             _c(_txt(s["dominant_emotion"]), "l"),
         ]})  # fmt: skip
-        cells = [_c(num), _c(date, "l")]
+        cells = [_c(num), _c(date, "l date")]
         for c in shown:
             k, f = _scale(c)
             v = _num(s.get(c))

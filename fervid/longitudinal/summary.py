@@ -222,6 +222,19 @@ def report_path(out: Path) -> Path:
     return derived_path(out, "report")
 
 
+#: Where earlier fervid versions wrote derived files: inside a dataset folder.
+_OLD_INSIDE = ("sessions.parquet", "trends.parquet", "report")
+
+
+def stale_derived_files(out: Path) -> list[Path]:
+    """Derived files an older fervid left *inside* a dataset folder: no longer read or
+    updated, and a reader of the whole folder would mix them with fervid's tables."""
+    out = Path(out)
+    if layout_of(out) is not Layout.DATASET:
+        return []
+    return [out / n for n in _OLD_INSIDE if (out / n).exists()]
+
+
 def latest_video_rows(videos: pd.DataFrame) -> pd.DataFrame:
     """One row per ``video_id``: ``ok`` over ``failed`` over ``skipped``, then the latest
     ``processed_at``, so that a duplicate's skipped row never hides the analysed copy."""
