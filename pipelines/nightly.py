@@ -152,10 +152,10 @@ def run_fervid(argv: list[str], timeout_s: float | None) -> tuple[int | None, st
 def count_videos(dataset: Path, since: dt.datetime) -> dict[str, Any]:
     """Status counts of the whole videos table and of the rows processed since ``since``."""
     from fervid.errors import InputError
-    from fervid.output.store import read_table
+    from fervid.output.store import read_results
 
     try:
-        v = read_table(dataset, "videos")
+        v = read_results(dataset, "videos")
     except InputError:
         return {"videos": {"total": 0}, "this_run": {"total": 0}, "failed_recordings": [],
                 "id_pattern_unmatched": {"total": 0, "paths": []}}  # fmt: skip
