@@ -7,6 +7,7 @@ detections of an unchunked run, whatever the boundaries and the decoder.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from collections.abc import Callable
@@ -649,3 +650,41 @@ def test_ray_executor_chunks_equal_local(
         expected = local[(o.task.video.video_id, o.task.index)]
         _assert_same_faces(o.faces, expected.faces, crops=False)
         np.testing.assert_allclose(o.probs, expected.probs, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- ChunkStore
+def test_chunk_store_round_trips_a_classified_chunk(tmp_path: Path) -> None:
+    from fervid.engine.chunk_store import ChunkStore
+    from fervid.records import FaceQuality
+
+    part = _part("v", [30, 45], faces=2, warnings=["w1"], seconds={"extract": 1.5})
+    rng = np.random.default_rng(0)
+    n = part.n_faces
+    quality = FaceQuality(
+        landmarks=rng.random((n, 5, 2), dtype=np.float32), face_px=np.arange(n, dtype=np.float32),
+        blur=np.full(n, np.nan, np.float32), brightness=np.ones(n, np.float32),
+        yaw=np.zeros(n, np.float32), pitch=np.zeros(n, np.float32), roll=np.zeros(n, np.float32),
+    )  # fmt: skip
+    faces = without_crops(dataclasses.replace(part, quality=quality))
+    probs = rng.dirichlet(np.ones(7), n).astype(np.float32)
+    store = ChunkStore(tmp_path / ".chunks", "hash1", 300.0)
+
+    store.save(faces, probs, 1, 3)
+    got = store.load(faces.video, faces.info, 3)
+
+    assert list(got) == [1]
+    back, back_probs = got[1]
+    assert np.array_equal(back_probs, probs) and back_probs.dtype == np.float32
+    _assert_same_faces(back, faces, crops=False)
+    assert back.seconds == faces.seconds and back.crops.shape == (n, 0)
+    for name in ("landmarks", "face_px", "blur", "brightness"):
+        np.testing.assert_array_equal(getattr(back.quality, name), getattr(quality, name))
+    # other settings, another plan or a torn file: nothing is reused
+    assert ChunkStore(tmp_path / ".chunks", "hash2", 300.0).load(faces.video, faces.info, 3) == {}
+    assert store.load(faces.video, faces.info, 4) == {}
+    path = next((tmp_path / ".chunks").rglob("1of3.parquet"))
+    path.write_bytes(path.read_bytes()[:40])
+    assert store.load(faces.video, faces.info, 3) == {} and not path.exists()
+    store.save(faces, probs, 1, 3)
+    store.clear("v")
+    assert not (tmp_path / ".chunks" / "v").exists()

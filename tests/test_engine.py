@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,7 +18,7 @@ from helpers_model import (
 )
 
 from fervid.engine import runner as engine
-from fervid.engine.model_ref import ModelRef
+from fervid.engine.model_ref import ModelRef, load_verified, model_ref
 from fervid.engine.runner import (
     LocalExecutor,
     RunInterrupted,
@@ -24,7 +27,7 @@ from fervid.engine.runner import (
     finish_video,
     run,
 )
-from fervid.errors import DecodeError
+from fervid.errors import ConfigError, DecodeError, ModelError
 from fervid.extract.discover import discover
 from fervid.model.classes import EMOTIONS
 from fervid.model.modelfile import ModelSpec
@@ -405,3 +408,74 @@ class _RayTaskError(Exception):
 )
 def test_error_message_is_one_line(error: BaseException, message: str) -> None:
     assert error_message(error) == message
+
+
+# --------------------------------------------------------------------------- driver-side rules
+def test_paths_and_the_model_are_resolved_in_the_driver(
+    tmp_path: Path, model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Relative paths and $FERVID_MODEL are decided once, here: a Ray worker in another
+    working directory or environment sees absolute paths and never reads the variable."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "alt.safetensors").write_bytes(model.read_bytes())
+    monkeypatch.setenv("FERVID_MODEL", "models/alt.safetensors")
+    settings = RunSettings(inputs=(Path("in"), Path("more/*.mp4")), out=Path("r.parquet"),
+                           save_crops=Path("crops"))  # fmt: skip
+
+    resolved = engine.resolve_paths(settings)
+
+    assert resolved.inputs == (tmp_path / "in", tmp_path / "more" / "*.mp4")
+    assert (resolved.out, resolved.save_crops) == (tmp_path / "r.parquet", tmp_path / "crops")
+    assert resolved.classify.model_path == tmp_path / "models" / "alt.safetensors"
+    explicit = dataclasses.replace(settings, classify=ClassifySettings(model_path=model))
+    assert engine.resolve_paths(explicit).classify.model_path == model  # --model wins
+    assert resolved.tunables() == settings.tunables()  # the settings hash is unchanged
+
+
+def test_the_model_travels_as_bytes_checked_against_the_recorded_hash(model: Path) -> None:
+    ref = model_ref(model)
+    assert ref.sha256 == hashlib.sha256(model.read_bytes()).hexdigest()
+    assert ref.spec == DEBUG_SPEC  # from the header alone
+    loaded = load_verified(ref.data, ref.sha256, ref.spec)
+    assert loaded.sha256 == ref.sha256  # what is written is what was loaded
+
+    other = bytearray(ref.data)
+    other[-1] ^= 1  # one flipped bit in the weights
+    with pytest.raises(ModelError, match="refusing to classify"):
+        load_verified(bytes(other), ref.sha256, ref.spec)
+    with pytest.raises(ModelError, match="not the one the run"):
+        load_verified(ref.data, ref.sha256, ModelSpec(input_size=48))
+
+
+@pytest.mark.parametrize(
+    ("kind", "seconds", "extra", "expected"),
+    [
+        (ExecutorKind.AUTO, 19.7, {}, ExecutorKind.LOCAL),  # one short clip: no cluster
+        (ExecutorKind.AUTO, engine.AUTO_LOCAL_MAX_SECONDS, {}, ExecutorKind.LOCAL),
+        (ExecutorKind.AUTO, 600.0, {}, ExecutorKind.RAY),
+        (ExecutorKind.AUTO, 600.0, {"workers": 1}, ExecutorKind.LOCAL),
+        (ExecutorKind.AUTO, 5.0, {"ray_address": "127.0.0.1:6379"}, ExecutorKind.RAY),
+        (ExecutorKind.AUTO, 5.0, {"gpus": 1}, ExecutorKind.RAY),
+        (ExecutorKind.LOCAL, 9999.0, {}, ExecutorKind.LOCAL),
+        (ExecutorKind.RAY, 1.0, {}, ExecutorKind.RAY),
+    ],
+)
+def test_choose_executor(
+    kind: ExecutorKind, seconds: float, extra: dict, expected: ExecutorKind
+) -> None:
+    settings = RunSettings(inputs=(Path("v"),), out=Path("o"), executor=kind, **extra)
+    assert engine.choose_executor(settings, seconds) is expected
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"executor": "cluster"}, "--executor='cluster'; expected one of"),
+        ({"gpus": -1}, "--gpus=-1; expected an integer >= 0"),
+        ({"executor": ExecutorKind.LOCAL, "ray_address": "h:1"}, "--executor=local with"),
+    ],
+)
+def test_executor_settings_are_validated(options: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        RunSettings(inputs=(Path("v"),), out=Path("o"), **options)
