@@ -281,6 +281,8 @@ def process(
     from fervid import settings as s
 
     try:
+        # checked even when --local overrides it: a typo is never silently ignored
+        kind = _enum(s.ExecutorKind, executor, "--executor")
         settings = s.RunSettings(
             inputs=tuple(inputs),
             out=out,
@@ -314,9 +316,7 @@ def process(
             overwrite=overwrite,
             workers=workers,
             ray_address=ray_address,
-            executor=(
-                s.ExecutorKind.LOCAL if local else _enum(s.ExecutorKind, executor, "--executor")
-            ),
+            executor=s.ExecutorKind.LOCAL if local else kind,
             gpus=gpus,
             chunk_seconds=chunk_seconds,
             save_crops=save_crops,

@@ -415,6 +415,15 @@ USAGE_ERRORS = {
             ("--workers", 0, "--workers=0"),
             ("--chunk-seconds", "inf", "--chunk-seconds=inf"),
             ("--chunk-seconds", "nan", "--chunk-seconds=nan"),
+            ("--margin", -0.1, "--margin=-0.1"),
+            ("--margin", "nan", "--margin=nan"),
+            ("--det-nms", 0, "--det-nms=0.0"),
+            ("--det-nms", "nan", "--det-nms=nan"),
+            ("--det-long-side", 8, "--det-long-side=8"),
+            ("--detector", "bogus", "--detector='bogus'"),
+            ("--align", "maybe", "--align='maybe'"),
+            ("--executor", "bogus", "--executor='bogus'"),
+            ("--gpus", -1, "--gpus=-1"),
         ]
     },
 }
