@@ -387,7 +387,9 @@ def failed_video_table(
     worker crash...) or ``skipped`` (e.g. same content as another input, whose path is
     ``duplicate_of``). Facts not known are null; ``error`` says why in one line."""
     if status not in (STATUS_FAILED, STATUS_SKIPPED):
-        raise ValueError(f"status={status!r}; expected {STATUS_FAILED!r} or {STATUS_SKIPPED!r}")
+        raise ValueError(
+            f"status={status!r}; expected {STATUS_FAILED.value!r} or {STATUS_SKIPPED.value!r}"
+        )
     if not error.strip():
         raise ValueError("error is empty; a failed or skipped video needs a one-line reason")
     return _video_row(
@@ -432,7 +434,7 @@ def _video_row(
     duplicate_of: str | None = None,
 ) -> pa.Table:
     if status not in _STATUSES:
-        raise ValueError(f"status={status!r}; expected one of {list(_STATUSES)}")
+        raise ValueError(f"status={status!r}; expected one of {[s.value for s in _STATUSES]}")
     when = processed_at if processed_at is not None else datetime.now(UTC)
     if when.tzinfo is None:
         raise ValueError(f"processed_at={when!r} has no time zone; pass an aware datetime (UTC)")
