@@ -13,6 +13,8 @@ import pytest
 
 from fervid import settings as s
 from fervid.errors import ConfigError
+from fervid.longitudinal.summary import IndexSettings
+from fervid.longitudinal.trends import TrendSettings
 
 #: Every per-stage settings class that holds numbers.
 STAGE_CLASSES = (
@@ -22,6 +24,8 @@ STAGE_CLASSES = (
     s.ClassifySettings,
     s.TrackSettings,
     s.SmoothSettings,
+    IndexSettings,  # fervid summarize
+    TrendSettings,  # fervid trends / report
 )
 
 
@@ -61,6 +65,10 @@ def test_every_float_tunable_is_covered() -> None:
         "SmoothSettings.seconds",
         "SmoothSettings.min_segment_s",
         "SmoothSettings.hysteresis",
+        "IndexSettings.surprise_weight",
+        "TrendSettings.threshold",
+        "TrendSettings.sd_floor",
+        "TrendSettings.min_face_s",
     } <= names
 
 

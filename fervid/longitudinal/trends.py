@@ -30,6 +30,7 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from enum import StrEnum
@@ -118,11 +119,11 @@ class TrendSettings:
             )
         if self.window < 1:
             raise ConfigError(f"window={self.window}; expected >= 1 session")
-        if not self.threshold > 0:
+        if not (math.isfinite(self.threshold) and self.threshold > 0):  # NaN/inf refused
             raise ConfigError(f"threshold={self.threshold}; expected a positive number of SDs")
-        if not self.sd_floor > 0:
+        if not (math.isfinite(self.sd_floor) and self.sd_floor > 0):
             raise ConfigError(f"sd_floor={self.sd_floor}; expected > 0 (index units, e.g. 0.05)")
-        if not self.min_face_s >= 0:
+        if not (math.isfinite(self.min_face_s) and self.min_face_s >= 0):
             raise ConfigError(f"min_face_s={self.min_face_s}; expected >= 0 seconds")
         if self.baseline_dates is not None:
             first, last = self.baseline_dates
