@@ -571,3 +571,14 @@ def test_rerun_without_changes_keeps_the_consolidated_files(tmp_path: Path) -> N
     (parts_root(out) / "videos" / "bbbb.parquet").unlink()  # a video's part removed by hand
     open_store(out).finalize()
     assert read_table(out, "videos").column("video_id").to_pylist() == ["aaaa"]
+
+
+def test_stored_path_names_the_analysed_copy(out: Path) -> None:
+    write_two(out)
+    store = open_store(out)
+    assert store.stored_path("aaaa") == "s02/a.mp4" and store.stored_path("cccc") is None
+    store.write_video(C.video_id, *empty_tables(), failed_row(C))
+    assert store.stored_path("cccc") is None  # a failure is no result to point at
+    store.write_video(C.video_id, *video_tables(C, 1))
+    assert store.stored_path("cccc") == "s03/c.mp4"
+    store.finalize()

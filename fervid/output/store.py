@@ -169,7 +169,7 @@ class OutputStore:
             self._check_class_names()
             if self.layout is Layout.FILE:
                 self._adopt_consolidated()
-            self._done = self._scan_completed()
+            self._done, self._paths = self._scan_completed()
         except BaseException:
             self.close()
             raise
@@ -184,6 +184,12 @@ class OutputStore:
         """True when a videos row is stored under ``key`` (whatever its status): a
         duplicate's skipped row is written once, not again on every rerun."""
         return self._part(VIDEOS, key).exists()
+
+    def stored_path(self, video_id: str) -> str | None:
+        """``path`` of the stored result of ``video_id`` (None without one): a later run
+        given only a copy of a done video under another path records the copy as a
+        duplicate of this path instead of leaving it without a row."""
+        return self._paths.get(video_id)
 
     def should_skip(self, video_id: str) -> bool:
         """True when ``video_id`` is done with this run's settings and not ``overwrite``."""
@@ -249,8 +255,10 @@ class OutputStore:
         self._written += 1
         if status.has_result:
             self._done[row_id] = videos_row.column("settings_hash")[0].as_py()
+            self._paths[row_id] = videos_row.column("path")[0].as_py()
         elif row_id == video_id:
             self._done.pop(row_id, None)
+            self._paths.pop(row_id, None)
         return True
 
     def _keep_previous(self, video_id: str, error: str) -> None:
@@ -474,17 +482,19 @@ class OutputStore:
         for t in TABLES:
             fsync_dir(self.root / t)
 
-    def _scan_completed(self) -> dict[str, str]:
+    def _scan_completed(self) -> tuple[dict[str, str], dict[str, str]]:
+        """video_id -> settings_hash, and video_id -> path, of the videos with a result."""
         files = _parquet_files(self.root / VIDEOS)
         if not files:
-            return {}
-        cols = ["video_id", "status", "settings_hash"]
+            return {}, {}
+        cols = ["video_id", "status", "settings_hash", "path"]
         t = ds.dataset(files, format="parquet").to_table(columns=cols)
         done: dict[str, str] = {}
-        for vid, status, h in zip(*(t.column(c).to_pylist() for c in cols), strict=True):
+        paths: dict[str, str] = {}
+        for vid, status, h, path in zip(*(t.column(c).to_pylist() for c in cols), strict=True):
             if VideoStatus(status).has_result:
-                done[vid] = h
-        return done
+                done[vid], paths[vid] = h, path
+        return done, paths
 
     # ----------------------------------------------------------------------- consolidation
     def _ordered_keys(self) -> list[str]:
