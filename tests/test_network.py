@@ -4,7 +4,6 @@ keeps its session in a private folder, and a whole run connects to nothing outsi
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import re
@@ -14,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers_cluster import is_loopback
 from helpers_model import make_debug_model
 
 #: Starts the embedded Ray as a run does, uses a task and an actor (so workers listen
@@ -58,12 +58,6 @@ print(json.dumps(report))
 _ADDRESS = re.compile(r'inet_addr\("([^"]+)"\)|inet_pton\(AF_INET6, "([^"]+)"')
 
 
-def _is_loopback(ip: str) -> bool:
-    a = ipaddress.ip_address(ip)
-    mapped = getattr(a, "ipv4_mapped", None)
-    return a.is_loopback or (mapped is not None and mapped.is_loopback)
-
-
 def _env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS",)} | {"COLUMNS": "200"}
 
@@ -78,7 +72,7 @@ def test_embedded_ray_listens_on_loopback_only_in_a_private_folder(tmp_path: Pat
     report = json.loads(result.stdout.strip().splitlines()[-1])
     names = {name for name, _ in report["listening"]}
     assert {"gcs_server", "raylet"} <= names, report  # the test saw Ray's servers
-    outside = [(n, ip) for n, ip in report["listening"] if not _is_loopback(ip)]
+    outside = [(n, ip) for n, ip in report["listening"] if not is_loopback(ip)]
     assert outside == [], outside
     assert report["mode"] == 0o700 and report["token_mode"] == 0o600
     assert report["removed"] and report["auth_mode_restored"]
@@ -102,6 +96,6 @@ def test_a_ray_run_connects_to_nothing_beyond_loopback(tmp_path: Path, sample_di
         pytest.skip("this machine does not allow ptrace (strace cannot attach)")
     assert result.returncode == 0, result.stderr[-3000:]
     seen = [a or b for a, b in _ADDRESS.findall(log.read_text(errors="replace"))]
-    assert any(_is_loopback(ip) for ip in seen)  # strace did see the run's traffic
-    outside = sorted({ip for ip in seen if not _is_loopback(ip)})
+    assert any(is_loopback(ip) for ip in seen)  # strace did see the run's traffic
+    outside = sorted({ip for ip in seen if not is_loopback(ip)})
     assert outside == [], f"connections outside loopback: {outside}"
