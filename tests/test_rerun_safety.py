@@ -124,6 +124,7 @@ def test_failure_on_rerun_keeps_the_earlier_result(
         (errno.EIO, "Input/output error; check the disk"),
     ],
 )
+@pytest.mark.parametrize("layout", ["results.parquet", "results"])
 def test_output_io_error_is_one_line_exit_4_and_keeps_earlier_rows(
     inputs: Path,
     tmp_path: Path,
@@ -131,8 +132,9 @@ def test_output_io_error_is_one_line_exit_4_and_keeps_earlier_rows(
     monkeypatch: pytest.MonkeyPatch,
     code: int,
     says: str,
+    layout: str,
 ) -> None:
-    out = tmp_path / "results"
+    out = tmp_path / layout
     assert process(inputs, out, model).exit_code == EXIT_OK
     before = snapshot(out)
     real_write = pq.write_table
@@ -147,8 +149,30 @@ def test_output_io_error_is_one_line_exit_4_and_keeps_earlier_rows(
     assert_one_line_error(result, "cannot write the results to --out=", says)
     assert str(tmp_path) not in result.stderr.replace(str(out), "--out")  # no other paths
     assert snapshot(out) == before
-    assert not list(out.rglob(".*.tmp-*")) and not list(out.rglob("*.prev"))
+    assert not list(tmp_path.rglob(".*.tmp-*")) and not list(tmp_path.rglob("*.prev"))
     assert process(inputs, out, model).exit_code == EXIT_OK  # a rerun just works
+    assert snapshot(out) == before
+
+
+def test_full_disk_while_consolidating_is_one_line_exit_4(
+    inputs: Path, tmp_path: Path, model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "results.parquet"
+    assert process(inputs, out, model).exit_code == EXIT_OK
+    before = snapshot(out)
+    consolidated = pq.read_table(out).num_rows
+
+    class FullDisk:
+        def __init__(self, where: object, *args: object, **kwargs: object) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device", str(where))
+
+    monkeypatch.setattr(pq, "ParquetWriter", FullDisk)  # the parts fit, the big files not
+    result = process(inputs, out, model, "--overwrite")
+    monkeypatch.undo()
+    assert result.exit_code == EXIT_OUTPUT, result.output
+    assert_one_line_error(result, "No space left on device; free some space")
+    assert pq.read_table(out).num_rows == consolidated  # the old consolidated file stands
+    assert process(inputs, out, model).exit_code == EXIT_OK  # space again: it consolidates
     assert snapshot(out) == before
 
 
