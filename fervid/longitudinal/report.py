@@ -37,6 +37,7 @@ import math
 import re
 import struct
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -257,14 +258,14 @@ def build_report(
         faces = sdf.loc[sdf["video_id"].isin(mine["video_id"])]
         trend_fig = figures.get(
             "trend", str(subj), _trend_key(tr, trend_settings),
-            lambda tr=tr, subj=subj: _trend_figure(tr, index_cols, trend_settings, subj),
+            partial(_trend_figure, tr, index_cols, trend_settings, subj),
             alt=f"Indices of {subj} across sessions",
             caption=_trend_caption(trend_settings),
         )  # fmt: skip
         timelines = [
             figures.get(
                 "timeline", _txt(s["file_name"], s["video_id"]), _timeline_key(s, classes),
-                lambda s=s: _timeline_figure(results, s, classes),
+                partial(_timeline_figure, results, s, classes),
                 alt=f"Emotion timeline of {_txt(s['file_name'], s['video_id'])}",
                 caption=f"{_txt(s['file_name'], s['video_id'])}: stacked smoothed "
                 "probabilities of the patient face over time; the ribbon below shows the "
@@ -446,7 +447,7 @@ def _subject_context(
             ztxt = "" if z is None else f"z {z:+.1f}"
             if r is not None and r.get("departure") is True:
                 arrow = " ▲" if z is not None and z > 0 else " ▼"
-                cells.append(_c(f.format(v * k) + arrow, "dep", z=ztxt))
+                cells.append(_c(_fmt(None if v is None else v * k, f) + arrow, "dep", z=ztxt))
             else:
                 cells.append(_c(None if v is None else f.format(v * k), z=ztxt))
         values.append({"cls": cls, "cells": cells})
@@ -617,18 +618,19 @@ def _timeline_figure(results: Path, s: Mapping[str, Any], classes: tuple[str, ..
     t = np.zeros(0)
     probs = np.zeros((0, len(classes)))
     spans: list[tuple[float, float, str]] = []
-    if not is_missing(face):
+    if face is not None and not is_missing(face):
+        face = int(face)
         cols = ["face_id", "timestamp_s", *[smooth_col(c) for c in classes]]
         vid = s["video_id"]
         f = read_results(results, FRAMES, columns=cols, video_id=vid, missing_ok=True)
         f = f.to_pandas()
-        f = f.loc[f["face_id"] == int(face)].sort_values("timestamp_s")
+        f = f.loc[f["face_id"] == face].sort_values("timestamp_s")
         t = f["timestamp_s"].to_numpy(np.float64)
         probs = f[[smooth_col(c) for c in classes]].to_numpy(np.float64)
         seg_cols = ["face_id", "start_s", "end_s", "emotion"]
         g = read_results(results, SEGMENTS, columns=seg_cols, video_id=vid, missing_ok=True)
         g = _plain(g.to_pandas())
-        g = g.loc[g["face_id"] == int(face)]
+        g = g.loc[g["face_id"] == face]
         spans = list(zip(g["start_s"], g["end_s"], g["emotion"], strict=True))
     duration = _num(s.get("video_duration_s")) or (float(t[-1]) + dt_s if len(t) else 1.0)
     scale, unit = (60.0, "min") if duration > 180 else (1.0, "s")
@@ -666,7 +668,7 @@ def _timeline_figure(results: Path, s: Mapping[str, Any], classes: tuple[str, ..
         rib.set_ylabel("segments", rotation=0, ha="right", va="center")
         rib.set_xlabel(f"time ({unit})")
         handles = [Patch(color=emotion_color(c, i), label=c) for i, c in enumerate(classes)]
-        handles.append(Patch(label="face absent", **hatch))
+        handles.append(Patch(label="face absent", **hatch))  # type: ignore[arg-type]
         fig.legend(handles=handles, loc="outside right center", frameon=False)
         fig.suptitle(_timeline_title(s), x=0.01, ha="left")
     return fig
@@ -692,13 +694,14 @@ def _with_gaps(t: np.ndarray, p: np.ndarray, dt_s: float) -> tuple[np.ndarray, n
     sample + dt, followed by a NaN row so that areas do not bridge absent spans.
     ``t`` (n,) s ascending, ``p`` (n, C) -> x (m,), y (m, C)."""
     ends = np.flatnonzero(np.append(np.diff(t) > 1.5 * dt_s, True))  # last row of each run
-    xs, ys = [], []
+    xs: list[Any] = []
+    ys: list[np.ndarray] = []
     start = 0
     nan_row = np.full((1, p.shape[1]), np.nan)
     for end in ends:
         xs += [t[start : end + 1], [t[end] + dt_s, t[end] + dt_s]]
         ys += [p[start : end + 1], p[end : end + 1], nan_row]
-        start = end + 1
+        start = int(end) + 1
     return np.concatenate(xs), np.concatenate(ys)
 
 

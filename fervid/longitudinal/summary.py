@@ -289,6 +289,7 @@ def load_patient_override(source: Mapping[str, int] | Path | str | None) -> dict
     """
     if source is None:
         return {}
+    items: list[tuple[Any, Any]]  # (video_id, face_id) as given: checked below
     if isinstance(source, Mapping):
         items = list(source.items())
         where = "patient_override"
@@ -391,8 +392,8 @@ def summarize_sessions(
     probs = f[[smooth_col(c) for c in classes]].to_numpy(np.float64)  # (n, C)
     codes = pd.Categorical(f["smoothed_label"], categories=list(classes)).codes  # -1: unknown
     by_video: dict[str, dict[int, np.ndarray]] = {}
-    for (vid, fid), rows in f.groupby(["video_id", "face_id"], sort=False).indices.items():
-        by_video.setdefault(str(vid), {})[int(fid)] = np.asarray(rows)
+    for (vid, fid), idx in f.groupby(["video_id", "face_id"], sort=False).indices.items():
+        by_video.setdefault(str(vid), {})[int(fid)] = np.asarray(idx)
 
     s = _df(segments, _SEGMENT_COLS, "segments")
     seg_stats = s.groupby(["video_id", "face_id", "emotion"]).agg(

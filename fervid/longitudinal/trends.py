@@ -269,6 +269,8 @@ def _index_rows(
     else:
         in_base = candidates & (np.cumsum(candidates) <= settings.baseline_n)
         complete = in_base.sum() == settings.baseline_n
+    mean: float | None
+    sd: float | None
     if complete:
         mean = float(used[in_base].mean())
         sd = float(used[in_base].std(ddof=1))
