@@ -127,8 +127,7 @@ def _show_library_warnings() -> None:
     if not any(h.name == "fervid-cli" for h in logger.handlers):  # once per process
         handler = _Line(logging.WARNING)
         handler.name = "fervid-cli"
-        logger.addHandler(handler)
-        logger.propagate = False
+        logger.addHandler(handler)  # root has no handler here, so nothing prints twice
 
 
 @app.command()
