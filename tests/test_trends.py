@@ -332,3 +332,18 @@ def test_cli_warns_about_derived_files_left_inside_the_dataset(tmp_path) -> None
     assert r.exit_code == 0, r.output
     assert f"{ds / 'sessions.parquet'} was written inside the dataset" in r.output.replace("\n", "")
     assert (ds / "sessions.parquet").read_bytes() == b"left by an older fervid"  # not touched
+
+
+def test_cli_trends_without_any_subject_says_so(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from fervid.cli import app
+
+    f, s, v = [], [], []
+    for i in range(3):
+        fi, si, vi = session(f"p{i}", None, None, ["happy"] * 30, interval=1.0)
+        f, s, v = f + fi, s + si, v + vi
+    r = CliRunner().invoke(app, ["trends", str(write_dataset(tmp_path / "ds", f, s, v))])
+    assert r.exit_code == 0, r.output
+    assert "3 of 3 recording(s) have no subject" in r.output
+    assert "Nothing could be judged" in r.output

@@ -495,7 +495,7 @@ def format_trends(
         df = df.loc[df["subject"] == subject]
     followed = list(dict.fromkeys(df["index"].astype(str)))
     cols = list(indices) if indices is not None else followed
-    if indices is not None:
+    if indices is not None and followed:  # an empty table (no subject) follows nothing
         check_indices(cols, followed)
     df = df.assign(index=df["index"].astype(str))
     many = df["subject"].nunique(dropna=False) > 1
