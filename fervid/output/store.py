@@ -230,7 +230,11 @@ class OutputStore:
                     f"{t} rows belong to videos {sorted(ids)}, but the videos row is {row_id!r}"
                 )
         status = VideoStatus(videos_row.column("status")[0].as_py())
-        if status is VideoStatus.FAILED and video_id in self._done:
+        if (
+            status is VideoStatus.FAILED
+            and video_id in self._done
+            and self._part(VIDEOS, video_id).exists()
+        ):
             self._keep_previous(video_id, videos_row.column("error")[0].as_py() or "failed")
             return False
         temps: dict[str, Path] = {}
