@@ -273,6 +273,8 @@ def id_pattern_warnings(sessions: pa.Table | pd.DataFrame, *, limit: int = 20) -
         f"{len(un)} of {n_all} recording(s) have no subject and are listed as unassigned "
         "(they form no trend): "
         + "; ".join(f"{n} {r}" for r, n in un["reason"].value_counts().sort_index().items())
+        + "; give them a subject with --id-pattern (e.g. '{subject}/{session_date}_{name}.mp4') "
+        "and process again"
     ]
     lines += [f"  {p}" for p in un["path"].head(limit)]
     if len(un) > limit:
