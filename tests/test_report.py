@@ -124,7 +124,8 @@ def test_definitions_and_provenance_are_in_the_page(report: Path) -> None:
     text = report.read_text()
     assert "docs/indices.md" not in text  # a file the reader of the report does not have
     defs = _section(text, "definitions")
-    for term in ("Mood balance (valence)", "Expressiveness", "Departure", "z", "Baseline"):
+    for term in ("Mood balance (valence)", "Expressiveness", "Mood swings", "Departure", "z",
+                 "Baseline"):  # fmt: skip
         assert f"<dt>{term}" in defs, term
     for jargon in ("P(pos) − P(neg)", "TV distance", "det score"):
         assert jargon not in text, jargon

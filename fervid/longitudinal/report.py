@@ -308,7 +308,7 @@ def build_report(
         "unassigned": _unassigned_rows(patients),
         "not_analysed_head": _head(["subject", "recording", "status", "reason"], left=range(4)),
         "not_analysed": _not_analysed_rows(videos),
-        "definitions": _definitions(index_cols, trend_settings),
+        "definitions": _definitions(_shown_indices(index_cols, classes), trend_settings),
         "provenance": _provenance(videos_tbl, videos, sessions, index_settings, trend_settings),
     }
     html = _environment().get_template("report.html.j2").render(context)
@@ -394,6 +394,14 @@ def _departure_rows(trends: pd.DataFrame) -> list[dict]:
     return rows
 
 
+def _shown_indices(indices: Sequence[str], classes: tuple[str, ...]) -> list[str]:
+    """Columns of the indices table: the followed non-share indices, valence SD (a
+    data-quality companion of valence), then every emotion share."""
+    return [*[c for c in indices if not c.startswith("share_")],
+            *[c for c in ("valence_sd",) if c not in indices],
+            *[share_col(c) for c in classes]]  # fmt: skip
+
+
 def _subject_context(
     subj: str,
     mine: pd.DataFrame,
@@ -408,9 +416,7 @@ def _subject_context(
     flags = {(r["video_id"], r["index"]): r for r in tr.to_dict("records")}
     number = {r["video_id"]: r["session_number"] for r in tr.to_dict("records")}
     n_faces = faces.groupby("video_id")["face_id"].count().to_dict()
-    shown = [*[c for c in indices if not c.startswith("share_")],
-             *[c for c in ("valence_sd",) if c not in indices],
-             *[share_col(c) for c in classes]]  # fmt: skip
+    shown = _shown_indices(indices, classes)
     quality, values = [], []
     for s in mine.to_dict("records"):
         vid = s["video_id"]
