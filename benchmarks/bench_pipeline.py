@@ -6,7 +6,8 @@ single_face.mp4 and WolfgangLanger_Pexels.mp4, re-encoded at 1280x720, then meas
 - decode-only: sampled frames/s of the decoder at the run's --fps (the pipeline's limit)
 - detection: faces/s of the detector (1 OpenCV thread, as in a worker)
 - classification: faces/s of the classifier, batch 64
-- end to end: the real engine through Ray; real-time factor (video s / wall s)
+- end to end: the real engine (``--executor``, default auto: Ray for this clip);
+  real-time factor (video s / wall s), Ray start-up included
 - the ratio end-to-end / decode-only, and peak RSS (driver + Ray workers)
 
     python benchmarks/bench_pipeline.py [--minutes 10] [--fps 2] [--workers 2]
@@ -106,6 +107,8 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--fps", type=float, default=2.0)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--executor", default="auto", help="auto | local | ray (auto: Ray here)")
+    ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
     ap.add_argument("--json", type=Path, help="also write the numbers here")
     a = ap.parse_args()
 
@@ -118,6 +121,8 @@ def main() -> None:
         ClassifySettings,
         CropSettings,
         DetectSettings,
+        Device,
+        ExecutorKind,
         RunSettings,
         SampleSettings,
     )
@@ -131,8 +136,9 @@ def main() -> None:
     # inflate the driver's peak RSS.
     out = CACHE / "bench_out.parquet"
     settings = RunSettings(
-        inputs=(clip,), out=out, sample=sample, overwrite=True, workers=a.workers
-    )
+        inputs=(clip,), out=out, sample=sample, overwrite=True, workers=a.workers,
+        executor=ExecutorKind(a.executor), classify=ClassifySettings(device=Device(a.device)),
+    )  # fmt: skip
     with PeakRss() as rss:
         summary = run(settings)
     res["end_to_end_wall_s"] = summary.wall_s
@@ -140,6 +146,7 @@ def main() -> None:
     res["peak_rss_mib_driver_plus_workers"] = rss.peak / 2**20
     res["peak_rss_mib_driver"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     res["faces_end_to_end"] = summary.faces
+    print(f"end to end through the {summary.executor} executor")
     t0 = time.perf_counter()
     frames, n_decoded = [], 0
     for f in FrameSampler(clip, sample, info):  # stream; keep only what detection needs
