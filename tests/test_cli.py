@@ -166,7 +166,7 @@ def test_process_through_ray_writes_consistent_tables(
         copy_sample(name, f"in/{name}")
     out = tmp_path / "results.parquet"
 
-    result = process(tmp_path / "in", out, model, "--workers", 2, local=False)
+    result = process(tmp_path / "in", out, model, "--workers", 2, "--executor", "ray", local=False)
 
     assert result.exit_code == EXIT_OK, result.output
     assert summary_count(result, "videos ok") == 3

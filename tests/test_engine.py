@@ -479,3 +479,44 @@ def test_choose_executor(
 def test_executor_settings_are_validated(options: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):
         RunSettings(inputs=(Path("v"),), out=Path("o"), **options)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("ray_session")
+def test_a_classifier_actor_killed_twice_fails_its_videos_and_the_rest_finish(
+    copy_sample: Callable[[str, str], Path], tmp_path: Path, model: Path
+) -> None:
+    import os
+    import signal
+    import time
+
+    import psutil
+    import ray
+
+    from fervid.engine.ray_executor import RayExecutor
+
+    for name in ("single_face.mp4", FACE_THEN_NONE, "noface_face.mov", NO_FACE):
+        copy_sample(name, f"in/{name}")
+
+    def killing_factory(settings: RunSettings, ref: ModelRef, hooks: object) -> RayExecutor:
+        executor = RayExecutor(settings, ref)
+        actor = executor._actors[0]
+        for _ in range(2):  # Ray restarts it once (max_restarts=1); the second death is final
+            pid = ray.get(actor.pid.remote())
+            os.kill(pid, signal.SIGKILL)
+            while psutil.pid_exists(pid):
+                time.sleep(0.1)
+        return executor
+
+    settings = settings_for([tmp_path / "in"], tmp_path / "r.parquet", model, workers=2,
+                            executor=ExecutorKind.RAY)  # fmt: skip
+    summary = run(settings, executor_factory=killing_factory)
+
+    assert summary.failed and summary.ok >= 1 and summary.ok + len(summary.failed) == 4
+    assert all("classifier actor died" in err for _, err in summary.failed)
+    videos = read_table(settings.out, VIDEOS)
+    assert sorted(videos["status"].to_pylist()) == sorted(
+        ["ok"] * summary.ok + ["failed"] * len(summary.failed)
+    )
+    again = run(settings)  # the failed videos are redone, the others kept
+    assert (again.ok, again.skipped, again.failed) == (len(summary.failed), summary.ok, [])
