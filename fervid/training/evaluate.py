@@ -21,12 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from fervid.errors import ConfigError, DataError, ModelError
 from fervid.model.classify import calibrated_probs, predict_logits
 from fervid.model.modelfile import ModelSpec, load_model
-from fervid.model.preprocess import resize_faces, to_model_input
+from fervid.model.preprocess import resize_faces
 from fervid.training.data import FerPlusMode, load_dataset
 from fervid.training.figures import (
     plot_confusion,
@@ -451,8 +450,8 @@ def measure_inference_speed(
     """Faces per second of preprocessing + network + softmax on the CPU.
 
     Synthetic uint8 BGR crops (``batch_size``, ``crop_size``, ``crop_size``, 3), like the
-    detector's crops of video frames, go through :func:`fervid.model.preprocess.to_model_input`
-    and the network under ``torch.inference_mode`` for at least ``seconds`` after one
+    detector's crops of video frames, are resized and go through
+    :func:`fervid.model.classify.predict_logits` (the pipeline's inference path) for at least ``seconds`` after one
     warm-up batch, with torch's current intra-op thread count. Longer ``seconds`` gives a
     steadier number.
     """
@@ -465,9 +464,9 @@ def measure_inference_speed(
     crops = rng.integers(0, 256, (batch_size, crop_size, crop_size, 3), dtype=np.uint8)
 
     def run_once() -> None:
-        with torch.inference_mode():
-            logits = model.network(to_model_input(crops, model.spec))
-            torch.softmax(logits / model.spec.temperature, dim=1)
+        faces = resize_faces(crops, model.spec)  # the cropper's resize, then the one inference path
+        logits = predict_logits(model.network, faces, model.spec, batch_size=batch_size)
+        calibrated_probs(logits, model.spec.temperature)
 
     run_once()  # warm-up: first-call allocations and kernel selection
     done, t0 = 0, time.perf_counter()
