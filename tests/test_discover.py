@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -306,3 +308,16 @@ def test_discover_rejects_malformed_pattern(tmp_path: Path) -> None:
     (tmp_path / "a.mp4").write_bytes(b"a")
     with pytest.raises(ConfigError, match="touch"):
         discover([tmp_path], DiscoverSettings(id_pattern="{a}{b}.mp4"))
+
+
+def test_unlistable_folder_is_named_as_given(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def walk(top: str, onerror: Callable[[OSError], None], **kwargs: object) -> Iterator:
+        onerror(PermissionError(errno.EACCES, "Permission denied", os.path.join(top, "sub")))
+        yield from ()
+
+    monkeypatch.setattr(os, "walk", walk)  # root may list anything: inject the refusal
+    with pytest.raises(InputError) as err:
+        _run(["videos"])
+    text = str(err.value)
+    assert text.startswith("cannot list folder videos/sub: Permission denied"), text
+    assert str(tree) not in text

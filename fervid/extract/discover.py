@@ -269,7 +269,7 @@ def _expand(item: Path | str, exts: frozenset[str]) -> Iterator[_Found]:
         return
     if path.is_dir():
         root = _absolute(path)
-        hits = [_rel_found(p, root) for p in _walk(root, exts)]
+        hits = [_rel_found(p, root) for p in _walk(root, exts, shown=raw)]
         if not hits:
             raise _NoVideos(
                 f"no videos found under {raw} (looked for {_ext_list(exts)}); "
@@ -303,7 +303,7 @@ def _glob(pattern: str, exts: frozenset[str]) -> Iterator[_Found]:
         path = _absolute(Path(match))
         if path.is_dir():
             if not _skipped(path.name):
-                hits.extend(_rel_found(p, root) for p in _walk(path, exts))
+                hits.extend(_rel_found(p, root) for p in _walk(path, exts, shown=match))
         elif path.is_file() and not _skipped(path.name) and path.suffix.lower() in wanted:
             hits.append(_rel_found(path, root))
     if not hits:
@@ -314,10 +314,15 @@ def _glob(pattern: str, exts: frozenset[str]) -> Iterator[_Found]:
     yield from hits
 
 
-def _walk(root: Path, exts: frozenset[str]) -> list[Path]:
+def _walk(root: Path, exts: frozenset[str], *, shown: str) -> list[Path]:
+    """Video files under ``root``; ``shown``: ``root`` as the user wrote it (messages name
+    folders from there, not by their absolute path)."""
+
     def onerror(err: OSError) -> None:
+        rel = os.path.relpath(err.filename, root) if err.filename else "."
+        where = shown if rel == "." else os.path.join(shown, rel)
         raise InputError(
-            f"cannot list folder {err.filename}: {err.strerror}; fix its permissions or "
+            f"cannot list folder {where}: {err.strerror}; fix its permissions or "
             "leave it out of the inputs"
         )
 
