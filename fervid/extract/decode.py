@@ -864,8 +864,10 @@ class FrameSampler:
                         bad, error = bad + 1, _av_reason(e)
                         if packet.pts is not None:
                             pt = float((packet.pts - start) * time_base)
-                            if lo <= pt < hi:  # chunks count only their own range's damage
-                                damage.add(pt, error)
+                        else:  # placed after the last frame decoded
+                            pt = t_prev if t_prev is not None else 0.0
+                        if lo <= pt < hi:  # chunks count only their own range's damage
+                            damage.add(pt, error)
                         if bad >= MAX_BAD_PACKETS:
                             progress.stop_reason = f"{bad} packets in a row undecodable: {error}"
                             break
