@@ -67,6 +67,26 @@ def test_plan_chunks(
     assert plan_chunks(_info(duration_s), chunk_seconds) == expected
 
 
+@pytest.mark.parametrize(
+    ("chunk_seconds", "duration_s", "workers", "expected"),
+    [
+        (300.0, 120.0, 1, 60.0),  # a 2-minute clip: two chunks even in-process (progress)
+        (300.0, 120.0, 2, 60.0),
+        (300.0, 600.0, 2, 300.0),  # already one chunk per worker
+        (300.0, 600.0, 4, 150.0),
+        (300.0, 600.0, 16, 60.0),  # never shorter than MIN_SPLIT_SECONDS
+        (300.0, 7200.0, 2, 300.0),
+        (2.0, 19.7, 2, 2.0),  # --chunk-seconds shorter than that is kept
+        (0.0, 7200.0, 2, 0.0),  # 0: never split
+        (300.0, 0.0, 2, 300.0),  # duration unknown
+    ],
+)
+def test_chunk_length_spreads_a_video_over_the_workers(
+    chunk_seconds: float, duration_s: float, workers: int, expected: float
+) -> None:
+    assert engine.chunk_length(chunk_seconds, duration_s, workers) == expected
+
+
 def test_plan_chunks_of_a_two_hour_recording() -> None:
     chunks = plan_chunks(_info(7200.0), 300.0)
     assert len(chunks) == 24 and chunks[0] == (0.0, 300.0) and chunks[-1] == (6900.0, None)
@@ -667,10 +687,10 @@ def test_chunk_store_round_trips_a_classified_chunk(tmp_path: Path) -> None:
     )  # fmt: skip
     faces = without_crops(dataclasses.replace(part, quality=quality))
     probs = rng.dirichlet(np.ones(7), n).astype(np.float32)
-    store = ChunkStore(tmp_path / ".chunks", "hash1", 300.0)
+    store = ChunkStore(tmp_path / ".chunks", "hash1")
 
-    store.save(faces, probs, 1, 3)
-    got = store.load(faces.video, faces.info, 3)
+    store.save(faces, probs, 1, 3, 300.0)
+    got = store.load(faces.video, faces.info, 3, 300.0)
 
     assert list(got) == [1]
     back, back_probs = got[1]
@@ -680,11 +700,12 @@ def test_chunk_store_round_trips_a_classified_chunk(tmp_path: Path) -> None:
     for name in ("landmarks", "face_px", "blur", "brightness"):
         np.testing.assert_array_equal(getattr(back.quality, name), getattr(quality, name))
     # other settings, another plan or a torn file: nothing is reused
-    assert ChunkStore(tmp_path / ".chunks", "hash2", 300.0).load(faces.video, faces.info, 3) == {}
-    assert store.load(faces.video, faces.info, 4) == {}
-    path = next((tmp_path / ".chunks").rglob("1of3.parquet"))
+    assert ChunkStore(tmp_path / ".chunks", "hash2").load(faces.video, faces.info, 3, 300.0) == {}
+    assert store.load(faces.video, faces.info, 4, 300.0) == {}
+    assert store.load(faces.video, faces.info, 3, 60.0) == {}
+    path = next((tmp_path / ".chunks").rglob("1of3-c300.parquet"))
     path.write_bytes(path.read_bytes()[:40])
-    assert store.load(faces.video, faces.info, 3) == {} and not path.exists()
-    store.save(faces, probs, 1, 3)
+    assert store.load(faces.video, faces.info, 3, 300.0) == {} and not path.exists()
+    store.save(faces, probs, 1, 3, 300.0)
     store.clear("v")
     assert not (tmp_path / ".chunks" / "v").exists()

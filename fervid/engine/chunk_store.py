@@ -4,9 +4,9 @@ Each classified chunk of a video planned in more than one chunk is written at on
 one small Parquet file (the chunk's per-frame and per-face arrays and their
 probabilities; never crops), so an interrupted or killed run resumes a 2-hour recording
 from its last finished chunk instead of from the start. Files live beside the run's
-parts, ``<parts root>/.chunks/<video_id>/<settings_hash>-c<chunk_seconds>/<k>of<n>.parquet``:
-another tunable, model or chunk length is another folder, so a chunk is only ever
-reused by a run that would compute exactly the same rows. The folder of a video is
+parts, ``<parts root>/.chunks/<video_id>/<settings_hash>/<k>of<n>-c<chunk length>.parquet``:
+another tunable or model is another folder and another plan another name, so a chunk is
+only ever reused by a run that would compute exactly the same rows. The folder of a video is
 removed once its result is written. Files are written to a temporary name and renamed
 into place; an unreadable one (a torn write) is removed and its chunk redone.
 
@@ -42,18 +42,21 @@ _NOT_STORED = {"video", "info", "crops"}  # known from the run; crops are never 
 class ChunkStore:
     """Persisted chunks of the videos of one output (see the module docstring)."""
 
-    def __init__(self, root: Path, settings_hash: str, chunk_seconds: float) -> None:
+    def __init__(self, root: Path, settings_hash: str) -> None:
         self.root = Path(root)
-        self.key = f"{settings_hash}-c{chunk_seconds:g}"
+        self.key = settings_hash
 
     def _dir(self, video_id: str) -> Path:
         return self.root / video_id / self.key
 
-    def _file(self, video_id: str, index: int, count: int) -> Path:
-        return self._dir(video_id) / f"{index}of{count}.parquet"
+    def _file(self, video_id: str, index: int, count: int, chunk_s: float) -> Path:
+        return self._dir(video_id) / f"{index}of{count}-c{chunk_s:g}.parquet"
 
-    def save(self, faces: VideoFaces, probs: np.ndarray, index: int, count: int) -> None:
-        """Write chunk ``index`` of ``count`` of ``faces.video`` (crops left out)."""
+    def save(
+        self, faces: VideoFaces, probs: np.ndarray, index: int, count: int, chunk_s: float
+    ) -> None:
+        """Write chunk ``index`` of the ``count`` chunks of ``chunk_s`` seconds of
+        ``faces.video`` (crops left out)."""
         arrays: dict[str, np.ndarray] = {"probs": np.asarray(probs)}
         plain: dict[str, Any] = {}
         tuples: list[str] = []
@@ -87,22 +90,22 @@ class ChunkStore:
             {k: pa.array([np.ascontiguousarray(v).reshape(-1)]) for k, v in arrays.items()},
             schema=schema,
         )
-        dest = self._file(faces.video.video_id, index, count)
+        dest = self._file(faces.video.video_id, index, count, chunk_s)
         dest.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(dest) as tmp:  # a torn chunk file is never read back as whole
             pq.write_table(table, tmp)
 
     def load(
-        self, video: VideoInput, info: VideoInfo, count: int
+        self, video: VideoInput, info: VideoInfo, count: int, chunk_s: float
     ) -> dict[int, tuple[VideoFaces, np.ndarray]]:
         """Chunk number -> (faces without crops, probs) of every chunk of ``video``
-        already on disk for a plan of ``count`` chunks."""
+        already on disk for a plan of ``count`` chunks of ``chunk_s`` seconds."""
         found: dict[int, tuple[VideoFaces, np.ndarray]] = {}
         folder = self._dir(video.video_id)
         if not folder.is_dir():
             return found
         for k in range(count):
-            path = self._file(video.video_id, k, count)
+            path = self._file(video.video_id, k, count, chunk_s)
             if not path.is_file():
                 continue
             try:

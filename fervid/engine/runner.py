@@ -215,6 +215,23 @@ def finish_video(
     )  # fmt: skip
 
 
+#: Shortest chunk :func:`chunk_length` cuts a video into to spread it over the workers
+#: and to move the progress bar (each chunk re-opens the video and seeks by keyframe).
+MIN_SPLIT_SECONDS = 60.0
+
+
+def chunk_length(chunk_seconds: float, duration_s: float, workers: int) -> float:
+    """The chunk length a video of ``duration_s`` is planned with: ``chunk_seconds``
+    (``--chunk-seconds``; 0: never split), shortened so that the video gives every one of
+    ``workers`` (at least 2) a chunk, but never below :data:`MIN_SPLIT_SECONDS`. So a
+    2-minute recording runs as two chunks (two progress steps, two workers) and a
+    2-hour one as chunks of ``chunk_seconds``. Results are identical for any length."""
+    if chunk_seconds == 0 or not (math.isfinite(duration_s) and duration_s > 0):
+        return chunk_seconds
+    spread = max(MIN_SPLIT_SECONDS, duration_s / max(2, workers))
+    return min(chunk_seconds, spread)
+
+
 # --------------------------------------------------------------------------- chunks of work
 @dataclass(frozen=True, kw_only=True)
 class ChunkTask:
@@ -452,6 +469,7 @@ class _VideoJob:
     video: VideoInput
     info: VideoInfo
     count: int
+    chunk_s: float = 0.0  # the chunk length its plan used
     probe_s: float = 0.0
     parts: dict[int, tuple[VideoFaces, np.ndarray]] = field(default_factory=dict)
     failed: bool = False
@@ -493,7 +511,8 @@ def run(
         model_sha256=sha, settings_hash=settings_hash, fervid_version=__version__,
         overwrite=settings.overwrite,
     )  # fmt: skip
-    chunks = ChunkStore(parts_root(settings.out) / ".chunks", settings_hash, settings.chunk_seconds)
+    chunks = ChunkStore(parts_root(settings.out) / ".chunks", settings_hash)
+    workers = settings.workers or os.cpu_count() or 1
     summary = RunSummary(
         id_pattern_unmatched=[v.rel_path for v in videos if v.id_pattern_matched is False]
     )
@@ -546,12 +565,14 @@ def run(
                 except Exception as e:
                     write_failed(v, error_message(e))
                     continue
-                plan = plan_chunks(info, settings.chunk_seconds)
+                length = chunk_length(settings.chunk_seconds, info.duration_s, workers)
+                plan = plan_chunks(info, length)
                 job = jobs[v.video_id] = _VideoJob(
-                    video=v, info=info, count=len(plan), probe_s=time.perf_counter() - tp
-                )
+                    video=v, info=info, count=len(plan), chunk_s=length,
+                    probe_s=time.perf_counter() - tp,
+                )  # fmt: skip
                 if job.count > 1:  # chunks an interrupted run finished
-                    job.parts.update(chunks.load(v, info, job.count))
+                    job.parts.update(chunks.load(v, info, job.count, length))
                     summary.chunks_resumed += len(job.parts)
                 tasks.extend(
                     ChunkTask(video=v, info=info, index=k, count=job.count, start_s=a, end_s=b)
@@ -585,7 +606,9 @@ def run(
                     if len(job.parts) == job.count:
                         write_done(job)
                     elif job.count > 1:  # a long video: keep each chunk until the end
-                        chunks.save(outcome.faces, outcome.probs, outcome.task.index, job.count)
+                        chunks.save(
+                            outcome.faces, outcome.probs, outcome.task.index, job.count, job.chunk_s
+                        )
     except KeyboardInterrupt as e:
         summary.interrupted = "SIGTERM" if isinstance(e, Terminated) else "SIGINT"
     finally:
