@@ -582,3 +582,11 @@ def test_stored_path_names_the_analysed_copy(out: Path) -> None:
     store.write_video(C.video_id, *video_tables(C, 1))
     assert store.stored_path("cccc") == "s03/c.mp4"
     store.finalize()
+
+
+def test_torn_consolidated_file_is_rewritten_from_the_parts(tmp_path: Path) -> None:
+    out = tmp_path / "results.parquet"
+    write_two(out)
+    out.write_bytes(out.read_bytes()[:50])  # frames file torn; the parts are intact
+    open_store(out).finalize()  # nothing to redo, but the file is not fresh
+    assert pq.read_table(out).num_rows == 6

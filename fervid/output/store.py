@@ -552,10 +552,11 @@ class OutputStore:
         if self._dirty or not all(p.exists() for p in paths.values()):
             return False
         try:
-            if pq.read_metadata(paths[VIDEOS]).num_rows != len(self._keys(VIDEOS)):
-                return False  # a part was removed
-        except (OSError, pa.ArrowException):  # damaged: rewrite it from the parts
+            footers = {t: pq.read_metadata(p) for t, p in paths.items()}
+        except (OSError, pa.ArrowException):  # one is damaged: rewrite them from the parts
             return False
+        if footers[VIDEOS].num_rows != len(self._keys(VIDEOS)):
+            return False  # a part was removed
         oldest = min(p.stat().st_mtime_ns for p in paths.values())
         return all(
             p.stat().st_mtime_ns <= oldest for t in TABLES for p in _parquet_files(self.root / t)
