@@ -590,3 +590,27 @@ def test_torn_consolidated_file_is_rewritten_from_the_parts(tmp_path: Path) -> N
     out.write_bytes(out.read_bytes()[:50])  # frames file torn; the parts are intact
     open_store(out).finalize()  # nothing to redo, but the file is not fresh
     assert pq.read_table(out).num_rows == 6
+
+
+def test_write_failure_without_hard_links_keeps_a_done_video_whole(
+    out: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where hard links are refused (some network shares) there is no backup; a write
+    that fails before the old videos row is touched must still leave the old result."""
+    write_two(out)
+    store = open_store(out, settings_hash="h2")
+
+    def no_links(*args: object) -> None:
+        raise OSError(1, "Operation not permitted")
+
+    def full_disk(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "link", no_links)
+    monkeypatch.setattr(pq, "write_table", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        store.write_video(A.video_id, *video_tables(A, 2, settings_hash="h2"))
+    monkeypatch.undo()
+    store.finalize()
+    assert read_table(out, "frames").num_rows == 6
+    assert open_store(out, settings_hash="h2").completed() == {"aaaa": "h1", "bbbb": "h1"}

@@ -301,8 +301,8 @@ class OutputStore:
 
     def _restore(self, key: str, backups: dict[str, Path]) -> None:
         """Put ``key``'s backed-up parts back (the videos part last: it marks it done)."""
-        if VIDEOS not in backups:  # nothing was stored before: leave no half-written video
-            for t in (FRAMES, SEGMENTS):
+        if VIDEOS not in backups and not self._part(VIDEOS, key).exists():
+            for t in (FRAMES, SEGMENTS):  # not done and nothing to restore: no orphans
                 self._part(t, key).unlink(missing_ok=True)
         for t in (FRAMES, SEGMENTS, VIDEOS):
             if t in backups:
