@@ -89,7 +89,7 @@ from fervid.settings import SampleSettings
 
 #: ``auto`` tries decord before PyAV when True. False: PyAV decodes (benchmarks/
 #: bench_decode.py, docs/dependencies.md): decord indexes the whole file on every open
-#: (each chunk of a long video re-reads all of it) and its reader reset re-reads the start,
+#: (each chunk of a long video re-reads all of it) and each of its seeks reads tens of MB,
 #: 19x the file for one 60 s chunk of a 10-min 720p clip, against PyAV's 0.12x; PyAV was
 #: also 2x faster and held 130 MB against decord's 430 MB.
 PREFER_DECORD = False
