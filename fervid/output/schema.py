@@ -83,6 +83,14 @@ def landmark_col(name: str, axis: str, *, norm: bool = False) -> str:
 #: float32, null on rows without a face and, for landmarks and pose, with res10.
 QUALITY_COLUMNS = ("face_px", "blur", "brightness", "yaw", "pitch", "roll")
 
+#: Not-nullable columns added after the first release, with the value every row of an
+#: older output implicitly had: reading a file that lacks one fills it in
+#: (``fervid.output.store.conform``). Any other column added later must be nullable, so
+#: that older outputs stay readable (docs/schema.md, "Compatibility").
+ADDED_COLUMN_DEFAULTS: dict[str, object] = {
+    "face_found": True,  # before --keep-empty-frames every frames row was a face
+}
+
 
 def frames_schema(class_names: tuple[str, ...] = EMOTIONS) -> pa.Schema:
     """One row per face per sampled frame; with ``--keep-empty-frames`` also one row per

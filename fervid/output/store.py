@@ -43,6 +43,7 @@ from fervid.errors import ConfigError, InputError
 from fervid.output.atomic import TEMP_GLOB, commit, fsync_dir, fsync_file, temp_path
 from fervid.output.lock import FileLock, Locked
 from fervid.output.schema import (
+    ADDED_COLUMN_DEFAULTS,
     FRAMES,
     META_MODEL_SHA256,
     META_SETTINGS,
@@ -167,6 +168,7 @@ class OutputStore:
             self._remove_leftovers()
             self._quarantine_unreadable()
             self._check_class_names()
+            self._check_compatible()
             if self.layout is Layout.FILE:
                 self._adopt_consolidated()
             self._done, self._paths = self._scan_completed()
@@ -435,6 +437,28 @@ class OutputStore:
                     "choose another --out"
                 )
 
+    def _check_compatible(self) -> None:
+        """Refuse an --out holding files this fervid cannot read as its tables (a column
+        of another type, columns it does not know, a file of another table), before
+        anything is processed; files of an older fervid that lack added columns pass."""
+        paths = output_paths(self.out) if self.layout is Layout.FILE else {}
+        for t in TABLES:
+            files = _parquet_files(self.root / t) + [p for p in [paths.get(t)] if p and p.exists()]
+            for p in files:
+                try:
+                    found = pq.read_schema(p)
+                except (OSError, pa.ArrowException):  # a damaged consolidated file: rewritten
+                    continue
+                problem = schema_problem(found, self.schemas[t])
+                if problem is None:
+                    continue
+                version = (found.metadata or {}).get(META_VERSION, b"unknown").decode()
+                raise ConfigError(
+                    f"--out={self.out}: {p.name} cannot be read as this fervid's {t} table "
+                    f"({problem}; written by fervid {version}); upgrade fervid if it is "
+                    "newer, else move that file away or choose another --out"
+                )
+
     def _adopt_consolidated(self) -> None:
         """When consolidated files exist but the parts folder holds no videos (it was
         deleted, or the files were copied here), split the files back into parts so
@@ -563,6 +587,59 @@ class OutputStore:
         )
 
 
+# --------------------------------------------------------------------------- older outputs
+# An output written by an earlier fervid stays usable after an upgrade (docs/schema.md,
+# "Compatibility"): its files may lack columns added since, which read as nulls (or as
+# ADDED_COLUMN_DEFAULTS); anything else that differs is refused, never guessed at.
+def schema_problem(found: pa.Schema, schema: pa.Schema) -> str | None:
+    """Why rows stored as ``found`` cannot be read as ``schema``, or None when they can:
+    ``found`` must be ``schema`` less some columns added later (nullable, or with an
+    entry in ``ADDED_COLUMN_DEFAULTS``), with the same type for every other column.
+    Column order, nullability and metadata may differ; timestamps may differ in unit
+    (Parquet stores timestamp[s] as ms)."""
+    problems = []
+    unknown = [n for n in found.names if n not in schema.names]
+    if unknown:
+        problems.append(f"columns {unknown} this fervid does not write")
+    for f in schema:
+        if f.name not in found.names:
+            if not f.nullable and f.name not in ADDED_COLUMN_DEFAULTS:
+                problems.append(f"no column {f.name!r}")
+            continue
+        a = found.field(f.name).type
+        same_time = pa.types.is_timestamp(a) and pa.types.is_timestamp(f.type) and a.tz == f.type.tz
+        if a != f.type and not same_time:
+            problems.append(f"column {f.name!r} is {a}, expected {f.type}")
+    return "; ".join(problems) or None
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` (rows of one output table, possibly from a file an older fervid wrote) as
+    exactly ``schema``, keeping ``table``'s metadata: columns in ``schema``'s order, a
+    missing column added as nulls (or its ``ADDED_COLUMN_DEFAULTS`` value, which also
+    fills nulls a reader put in for it), timestamps cast to ``schema``'s unit. Raises
+    InputError when :func:`schema_problem` finds the two incompatible."""
+    problem = schema_problem(table.schema, schema)
+    if problem is not None:
+        raise InputError(
+            f"these rows cannot be read as fervid's current table: {problem}; they were "
+            "written by another tool or a newer fervid (upgrade fervid to read them)"
+        )
+    n = table.num_rows
+    columns = []
+    for f in schema:
+        default = ADDED_COLUMN_DEFAULTS.get(f.name)
+        if f.name not in table.column_names:
+            col = pa.nulls(n, f.type) if default is None else pa.array([default] * n, f.type)
+        else:
+            col = table.column(f.name)
+            col = col if col.type == f.type else col.cast(f.type)
+            if default is not None and col.null_count:
+                col = pc.fill_null(col, pa.scalar(default, f.type))
+        columns.append(col)
+    return pa.Table.from_arrays(columns, schema=schema.with_metadata(table.schema.metadata))
+
+
 # --------------------------------------------------------------------------- reading
 def read_table(out: Path, table: str) -> pa.Table:
     """Read one table (``frames``, ``segments`` or ``videos``) of either layout, with its
@@ -615,9 +692,11 @@ def read_results(
     if video_id is not None:
         part = parts_root(out) / table / f"{video_id}{PART_SUFFIX}"
         if part.exists():  # both layouts keep one part per video
-            names = pq.read_schema(part).names
-            t = pq.read_table(part, columns=columns)
-            return t.cast(_selected(schema_for(table, _class_names(table, names)), t))
+            found = pq.read_schema(part)
+            # All columns, conformed: an older part may lack some of ``columns``.
+            t = _read_files([part], schema_for(table, _class_names(table, found.names)))
+            t = t.replace_schema_metadata(found.metadata)
+            return t.select(columns) if columns is not None else t
     try:
         t = read_table(out, table)
     except InputError:
@@ -629,11 +708,6 @@ def read_results(
     return t.select(columns) if columns is not None else t
 
 
-def _selected(schema: pa.Schema, t: pa.Table) -> pa.Schema:
-    """``schema`` narrowed to the columns of ``t`` (Parquet reads timestamp[s] as ms)."""
-    return pa.schema([schema.field(n) for n in t.schema.names]).with_metadata(t.schema.metadata)
-
-
 def _class_names(table: str, names: list[str]) -> tuple[str, ...]:
     prefix = {FRAMES: "prob_", SEGMENTS: "mean_prob_", VIDEOS: "share_"}[table]
     return tuple(n[len(prefix) :] for n in names if n.startswith(prefix))
@@ -641,10 +715,19 @@ def _class_names(table: str, names: list[str]) -> tuple[str, ...]:
 
 def _read_files(files: Iterable[Path], schema: pa.Schema) -> pa.Table:
     """Files of one table as ``schema`` (Parquet stores timestamp[s] as ms: cast back)."""
-    files = [str(f) for f in files]
+    files = [Path(f) for f in files]
     if not files:
         return schema.empty_table()
-    return ds.dataset(files, format="parquet", schema=schema).to_table()
+    for f in files:  # refuse by name what cannot be conformed, before reading anything
+        problem = schema_problem(pq.read_schema(f), schema)
+        if problem is not None:
+            raise InputError(
+                f"{f} cannot be read as fervid's current table: {problem}; it was written "
+                "by another tool or a newer fervid (upgrade fervid, or move it away)"
+            )
+    # A file lacking an added column gives nulls for it here; conform() fills defaults.
+    t = ds.dataset([str(f) for f in files], format="parquet", schema=schema).to_table()
+    return conform(t, schema)
 
 
 def _split_by_video(table: pa.Table) -> dict[str, pa.Table]:
