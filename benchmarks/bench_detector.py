@@ -8,15 +8,21 @@ Not a test: prints numbers. Measures, with one OpenCV thread (as in a Ray worker
 - the smallest face each detector finds: the face of stills/single_face.jpg pasted at
   decreasing widths into a mid-gray 1280x720 frame;
 - decode-only throughput, the end-to-end real-time factor of ``fervid process`` through
-  Ray with the default settings (``--workers``), and the ratio end-to-end / decode-only.
+  Ray with the default settings (``--workers``), once with YuNet and once with res10,
+  back to back, and each one's ratio end-to-end / decode-only.
+
+- with ``--cpu-time``: CPU seconds of decode-only and of an in-process run per detector,
+  whose ratio does not depend on the machine's other load.
 
     python benchmarks/bench_detector.py [--minutes 10] [--workers 2] [--skip-end-to-end]
+                                        [--cpu-time]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
 import sys
 import time
 from pathlib import Path
@@ -66,12 +72,46 @@ def smallest_face(det: FaceDetector) -> int | None:
     return found
 
 
+def _cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def cpu_time_ratios(clip: Path, info: object, sample: SampleSettings, res: dict) -> None:
+    """CPU seconds of decode-only and of a whole in-process run (``--executor local``:
+    decode, detect, crop, classify, track, write), per detector. On a shared machine CPU
+    time, unlike wall time, does not depend on what else runs: the ratio decode CPU /
+    end-to-end CPU is what the wall-time ratio approaches when fervid has the cores."""
+    from fervid.engine.runner import run
+    from fervid.settings import ExecutorKind
+
+    c0 = _cpu_s()
+    n = sum(1 for _ in FrameSampler(clip, sample, info))
+    decode_cpu = _cpu_s() - c0
+    res["decode_cpu_s"] = decode_cpu
+    res["decode_cpu_ms_per_sampled_frame"] = 1000 * decode_cpu / n
+    for kind in (Detector.YUNET, Detector.RES10):
+        settings = RunSettings(
+            inputs=(clip,), out=CACHE / f"bench_detector_local_{kind.value}.parquet",
+            sample=sample, detect=DetectSettings(detector=kind), overwrite=True,
+            executor=ExecutorKind.LOCAL,
+        )  # fmt: skip
+        c0 = _cpu_s()
+        run(settings)
+        cpu = _cpu_s() - c0
+        res[f"local_{kind.value}_cpu_s"] = cpu
+        res[f"cpu_ratio_decode_over_end_to_end_{kind.value}"] = decode_cpu / cpu
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--frames", type=int, default=200)
     ap.add_argument("--skip-end-to-end", action="store_true")
+    ap.add_argument(
+        "--cpu-time", action="store_true", help="also the CPU-time ratios (in-process runs)"
+    )
     ap.add_argument("--json", type=Path, help="also write the numbers here")
     a = ap.parse_args()
 
@@ -83,13 +123,18 @@ def main() -> None:
     if not a.skip_end_to_end:
         from fervid.engine.runner import run
 
-        settings = RunSettings(
-            inputs=(clip,), out=CACHE / "bench_detector_out.parquet", sample=sample,
-            overwrite=True, workers=a.workers,
-        )  # fmt: skip
-        summary = run(settings)
-        res["end_to_end_wall_s"] = summary.wall_s
-        res["end_to_end_rtf"] = summary.realtime_factor
+        for kind in (Detector.YUNET, Detector.RES10):  # back to back: the same machine load
+            settings = RunSettings(
+                inputs=(clip,), out=CACHE / f"bench_detector_{kind.value}.parquet",
+                sample=sample, detect=DetectSettings(detector=kind), overwrite=True,
+                workers=a.workers,
+            )  # fmt: skip
+            summary = run(settings)
+            res[f"end_to_end_{kind.value}_wall_s"] = summary.wall_s
+            res[f"end_to_end_{kind.value}_rtf"] = summary.realtime_factor
+
+    if a.cpu_time:
+        cpu_time_ratios(clip, info, sample, res)
 
     t0 = time.perf_counter()
     frames, n = [], 0
@@ -101,8 +146,10 @@ def main() -> None:
     t_dec = time.perf_counter() - t0
     res["decode_sampled_frames_per_s"] = n / t_dec
     res["decode_rtf"] = info.duration_s / t_dec
-    if "end_to_end_rtf" in res:
-        res["ratio_end_to_end_over_decode"] = res["end_to_end_rtf"] / res["decode_rtf"]
+    for kind in (Detector.YUNET, Detector.RES10):
+        rtf = res.get(f"end_to_end_{kind.value}_rtf")
+        if rtf is not None:
+            res[f"ratio_end_to_end_{kind.value}_over_decode"] = rtf / res["decode_rtf"]
 
     cv2.setNumThreads(1)
     for name, cfg in CONFIGS.items():

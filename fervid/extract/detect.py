@@ -170,6 +170,10 @@ def load_yunet(
         ) from None
 
 
+#: One frame's proposals: (m, 4) xyxy px, (m,) scores, (m, 5, 2) landmarks px or None.
+Proposal = tuple[np.ndarray, np.ndarray, np.ndarray | None]
+
+
 def yunet_input_size(width: int, height: int, long_side: int) -> tuple[int, int]:
     """``(w, h)`` of a ``width x height`` frame scaled so its longer side is ``long_side``."""
     s = long_side / max(width, height)
@@ -187,9 +191,9 @@ class _Res10:
 
     def propose(
         self, images: Sequence[np.ndarray]
-    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+    ) -> list[Proposal]:
         s = self.settings.input_size
-        out_all = []
+        out_all: list[Proposal] = []
         for start in range(0, len(images), MAX_BATCH):
             chunk = images[start : start + MAX_BATCH]
             # Each image is stretched to s x s (no crop): outputs are fractions of the frame.
@@ -220,8 +224,8 @@ class _YuNet:
 
     def propose(
         self, images: Sequence[np.ndarray]
-    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
-        out_all = []
+    ) -> list[Proposal]:
+        out_all: list[Proposal] = []
         for img in images:
             h, w = img.shape[:2]
             size = yunet_input_size(w, h, self.settings.long_side)
