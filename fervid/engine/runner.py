@@ -351,6 +351,7 @@ class RunSummary:
     wall_s: float = 0.0
     outputs: dict[str, Path] = field(default_factory=dict)
     executor: str = "none"  # "local", "ray" or "none" (nothing to do)
+    executor_start_s: float = 0.0  # of wall_s: starting the executor (Ray, model load)
     todo: int = 0  # videos this run set out to process
     chunks_resumed: int = 0  # chunks taken from an interrupted earlier run
     interrupted: str | None = None  # "SIGINT" or "SIGTERM" when the run was stopped
@@ -372,7 +373,8 @@ class RunSummary:
             "skipped": self.skipped, "todo": self.todo, "not_done": self.todo - self.done,
             "frames": self.frames, "faces": self.faces, "video_seconds": self.video_seconds,
             "wall_s": self.wall_s, "realtime_factor": self.realtime_factor,
-            "executor": self.executor, "chunks_resumed": self.chunks_resumed,
+            "executor": self.executor, "executor_start_s": self.executor_start_s,
+            "chunks_resumed": self.chunks_resumed,
             "interrupted": self.interrupted, "id_pattern_unmatched": self.id_pattern_unmatched,
             "outputs": {k: str(v) for k, v in self.outputs.items()},
         }  # fmt: skip
@@ -590,7 +592,9 @@ def run(
                     write_done(job)
             if tasks:
                 factory = executor_factory or default_executor_factory(settings, seconds)
+                ts = time.perf_counter()
                 executor = factory(settings, model, hooks)
+                summary.executor_start_s = time.perf_counter() - ts
                 summary.executor = getattr(executor, "name", type(executor).__name__)
                 for outcome in executor.run(tasks):
                     job = jobs[outcome.task.video.video_id]
