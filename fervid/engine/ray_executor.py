@@ -37,7 +37,6 @@ from fervid.engine.runner import (
     ChunkTask,
     Hooks,
     NullHooks,
-    _classifier_threads,
     extract_video,
     reinstall_sigterm_handler,
     without_crops,
@@ -148,7 +147,9 @@ class RayExecutor:
             ray.put(model.data), model.sha256, model.spec,
             ClassifySettings(model_path=None, device=device,
                              batch_size=settings.classify.batch_size),
-            _classifier_threads(settings),
+            # the cores the extraction workers leave free (at least 1): torch's OpenMP
+            # threads spin-wait when they share cores with busy workers
+            max(1, min(4, cpus - self.workers)),
         )  # fmt: skip
         self._actors = [self._new_actor() for _ in range(max(1, gpus))]
         self._replacements = 0
