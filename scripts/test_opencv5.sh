@@ -4,7 +4,8 @@
 # editable, so the packaged YuNet file is what runs), then the detector/crop/align/quality
 # tests and one `fervid process` of a sample video. res10 tests skip there (OpenCV 5 has
 # no Caffe importer) except the one checking that --detector res10 says what to do.
-# About 3-5 minutes on a fresh machine (torch comes from the local wheel cache).
+# A few minutes, most of it installing (torch comes from the local wheel cache); the
+# tests themselves take ~30 s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3.11}"
