@@ -597,16 +597,19 @@ def schema_problem(found: pa.Schema, schema: pa.Schema) -> str | None:
     entry in ``ADDED_COLUMN_DEFAULTS``), with the same type for every other column.
     Column order, nullability and metadata may differ; timestamps may differ in unit
     (Parquet stores timestamp[s] as ms)."""
+    if found.equals(schema, check_metadata=False):  # a file of this release: most of them
+        return None
     problems = []
-    unknown = [n for n in found.names if n not in schema.names]
+    have = {f.name: f.type for f in found}
+    unknown = [n for n in have if schema.get_field_index(n) < 0]
     if unknown:
         problems.append(f"columns {unknown} this fervid does not write")
     for f in schema:
-        if f.name not in found.names:
+        if f.name not in have:
             if not f.nullable and f.name not in ADDED_COLUMN_DEFAULTS:
                 problems.append(f"no column {f.name!r}")
             continue
-        a = found.field(f.name).type
+        a = have[f.name]
         same_time = pa.types.is_timestamp(a) and pa.types.is_timestamp(f.type) and a.tz == f.type.tz
         if a != f.type and not same_time:
             problems.append(f"column {f.name!r} is {a}, expected {f.type}")
