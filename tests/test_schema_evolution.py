@@ -30,8 +30,15 @@ from typer.testing import CliRunner, Result
 
 from fervid.cli import EXIT_OK, EXIT_USAGE, app
 from fervid.errors import InputError
+from fervid.model.classes import EMOTIONS
 from fervid.output.schema import FRAMES, SEGMENTS, TABLES, VIDEOS, landmark_col, schema_for
-from fervid.output.store import conform, parts_root, read_results, schema_problem
+from fervid.output.store import (
+    OutputStore,
+    conform,
+    parts_root,
+    read_results,
+    schema_problem,
+)
 from fervid.output.tables import check_schema
 
 OLD = Path(__file__).parent / "data" / "old_output"
@@ -160,6 +167,12 @@ def test_nightly_rerun_over_the_same_folder(tmp_path: Path, sample_dir: Path) ->
     # the old no-face session, not in tonight's folder, is kept as it was
     kept = {r["video_id"]: r for r in videos.to_pylist()}["9f3875be1006f994"]
     assert kept["fervid_version"] == "0.1.0" and kept["sample_interval_s"] is None
+    # the longitudinal commands read the mixed folder (old and new parts side by side)
+    for command in ("summarize", "report"):
+        result = cli(command, out)
+        assert result.exit_code == EXIT_OK, (command, result.output)
+    sessions = pq.read_table(tmp_path / "old" / "out.sessions.parquet")
+    assert sorted(sessions.column("video_id").to_pylist()) == sorted(ids)
 
 
 def test_longitudinal_commands_read_old_output(tmp_path: Path) -> None:
@@ -174,6 +187,43 @@ def test_longitudinal_commands_read_old_output(tmp_path: Path) -> None:
     )
     assert set(sessions.column("subject").to_pylist()) == {"P001"}
     assert (tmp_path / "d" / "out.report" / "index.html").is_file()
+
+
+def open_store(out: Path) -> OutputStore:
+    return OutputStore(
+        out=out, class_names=EMOTIONS, settings_json={}, model_sha256="m" * 64,
+        settings_hash="new", fervid_version="test", overwrite=False,
+    )  # fmt: skip
+
+
+def test_failed_rerun_keeps_the_old_result(old_out: Path) -> None:
+    """The store's other read points: a rerun that fails on an old video keeps its rows
+    and records ``last_error`` on its old videos row (read, conformed, rewritten)."""
+    vid = "64a7f5d5027dac8f"
+    row = read_results(old_out, VIDEOS, video_id=vid)
+    for name, value in (("status", "failed"), ("error", "DecodeError: boom")):
+        i = row.schema.get_field_index(name)
+        row = row.set_column(i, row.schema.field(i), pa.array([value], pa.string()))
+    store = open_store(old_out)
+    empty = [schema_for(t).empty_table() for t in (FRAMES, SEGMENTS)]
+    assert store.write_video(vid, *empty, row.replace_schema_metadata(None)) is False
+    store.finalize()
+    kept = read_results(old_out, VIDEOS, video_id=vid).to_pylist()[0]
+    assert (kept["status"], kept["last_error"]) == ("ok", "DecodeError: boom")
+    assert kept["settings_hash"] == "765b0a8e49cfce24" and kept["sample_interval_s"] is None
+    assert read_results(old_out, FRAMES, video_id=vid).num_rows == 5
+
+
+def test_old_consolidated_files_without_parts_are_adopted(tmp_path: Path) -> None:
+    """File mode's old consolidated files alone (the parts folder deleted or not copied)."""
+    shutil.copytree(OLD / "file", tmp_path / "f")
+    shutil.rmtree(tmp_path / "f" / ".r.parquet.fervid")
+    out = tmp_path / "f" / "r.parquet"
+    open_store(out).finalize()
+    assert sorted(read_results(out, VIDEOS).column("video_id").to_pylist()) == sorted(OLD_IDS)
+    frames = read_results(out, FRAMES)
+    check_schema(frames, schema_for(FRAMES), name=FRAMES)
+    assert frames.num_rows == 5 and frames.column("face_found").to_pylist() == [True] * 5
 
 
 # --------------------------------------------------------------------------- refused
