@@ -326,7 +326,7 @@ def process(
 
     # Only now the heavy imports (numpy, pyarrow, OpenCV...): a bad option answers at once.
     from fervid.engine.progress import RichHooks, print_summary
-    from fervid.engine.runner import RunInterrupted, run
+    from fervid.engine.runner import RunInterrupted, Terminated, run
 
     hooks = RichHooks(console, enabled=not quiet)
     _show_library_warnings()
@@ -343,6 +343,9 @@ def process(
         if json_summary:
             typer.echo(json.dumps(e.summary.to_json()))
         raise typer.Exit(EXIT_SIGTERM if e.signal_name == "SIGTERM" else EXIT_SIGINT) from None
+    except KeyboardInterrupt as e:  # a second Ctrl-C while the output was being finalized
+        console.print("interrupted; rerun to resume", highlight=False)
+        raise typer.Exit(EXIT_SIGTERM if isinstance(e, Terminated) else EXIT_SIGINT) from None
     print_summary(console, summary)
     if json_summary:
         typer.echo(json.dumps(summary.to_json()))

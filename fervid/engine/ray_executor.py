@@ -209,12 +209,14 @@ class RayExecutor:
     def _check_ready(self, ref: Any) -> None:
         """A model the actor refuses (hash or spec mismatch, unreadable) ends the run."""
         try:
-            self._ray.get(ref)
+            loaded = self._ray.get(ref)
         except Exception as e:
             cause = _model_error(e)
             if cause is not None:
                 raise cause from None
-            # the actor died for another reason: its calls fail and it is replaced
+            return  # the actor died for another reason: its calls fail and it is replaced
+        if loaded != self.sha256:
+            raise ModelError(f"a classifier actor loaded model {loaded[:12]}…, not the run's")
 
     def _collect(self, ref: Any, task: ChunkTask, actor: Any, load: dict[int, int]) -> ChunkOutcome:
         ray = self._ray

@@ -123,7 +123,9 @@ def _start_embedded(ray: Any, *, num_cpus: int | None, num_gpus: int | None) -> 
             include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
             configure_logging=True,
         )  # fmt: skip
-    except BaseException:
+    except BaseException:  # Ctrl-C while Ray starts included: stop what did start
+        with contextlib.suppress(Exception):
+            ray.shutdown()
         _restore_env(home)
         _restore_env(saved)
         shutil.rmtree(private, ignore_errors=True)
