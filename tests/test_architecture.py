@@ -199,7 +199,7 @@ def test_longitudinal_does_not_rebuild_part_file_paths() -> None:
 #: fsyncs and leftovers all come from fervid.output.atomic).
 RENAMERS = {"fervid/output/atomic.py", "fervid/output/store.py"}
 #: Known violations, to be switched to fervid.output.atomic by their owners.
-KNOWN_RENAMERS = {"fervid/training/train.py": "training checkpoints (the lead switches them)"}
+KNOWN_RENAMERS: dict[str, str] = {}
 
 
 def _renames(tree: ast.AST) -> list[int]:

@@ -26,6 +26,7 @@ from fervid.errors import ConfigError, DataError, ModelError
 from fervid.model.classify import calibrated_probs, predict_logits
 from fervid.model.modelfile import ModelSpec, load_model
 from fervid.model.preprocess import resize_faces
+from fervid.output.atomic import write_text
 from fervid.training.data import FerPlusMode, load_dataset
 from fervid.training.figures import (
     plot_confusion,
@@ -346,7 +347,7 @@ def evaluate_model(
         multi_face=multi,
     )
     if out_dir is not None:
-        (Path(out_dir) / REPORT_JSON).write_text(json.dumps(report.to_json(), indent=2) + "\n")
+        write_text(Path(out_dir) / REPORT_JSON, json.dumps(report.to_json(), indent=2) + "\n")
     return report
 
 

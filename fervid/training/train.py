@@ -25,6 +25,7 @@ from fervid.errors import ConfigError, DataError
 from fervid.model import classify
 from fervid.model.modelfile import EMOTIONS, ModelSpec, build_network, save_model
 from fervid.model.preprocess import resize_faces, standardize
+from fervid.output.atomic import atomic_path, write_bytes
 from fervid.training.augment import augment
 from fervid.training.data import ImageSet, load_dataset
 from fervid.training.recipe import DataSource, Recipe
@@ -278,9 +279,8 @@ def save_checkpoint(
         for k, v in st.items():
             t = v if isinstance(v, torch.Tensor) else torch.tensor(v)
             tensors[f"opt/{i}/{k}"] = t.detach().cpu().contiguous()
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={"fervid_checkpoint": json.dumps(meta)})
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"fervid_checkpoint": json.dumps(meta)})
 
 
 def load_checkpoint(
@@ -441,7 +441,7 @@ def run_training(opts: TrainOptions, progress: Callable[[str], None] = log.info)
             meta = {"epoch": epoch + 1, "best": best, "stale": stale, "phase": phase.name,
                     "history": history, "recipe": r.to_json(), "init": init_info}  # fmt: skip
             save_checkpoint(ckpt_path, model, ema, opt, json.loads(json.dumps(meta, default=str)))
-            (opts.out_dir / "history.json").write_text(json.dumps(history, indent=2))
+            write_bytes(opts.out_dir / "history.json", json.dumps(history, indent=2).encode())
             progress(
                 f"epoch {epoch + 1}/{epochs} [{phase.name}] loss {loss:.4f} "
                 + " ".join(f"{k} {v:.4f}" for k, v in metrics.items())
