@@ -250,7 +250,12 @@ _FIX = "choose another --out"
         (
             VIDEOS,
             _retype,
-            ["column 'frames_sampled' is string, expected int64", "written by fervid 0.1.0", _FIX],
+            [
+                "videos/64a7f5d5027dac8f.parquet cannot be read as this fervid's videos table",
+                "column 'frames_sampled' is string, expected int64",
+                "written by fervid 0.1.0",
+                _FIX,
+            ],
         ),
         (
             VIDEOS,

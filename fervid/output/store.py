@@ -453,8 +453,9 @@ class OutputStore:
                 if problem is None:
                     continue
                 version = (found.metadata or {}).get(META_VERSION, b"unknown").decode()
+                where = f"{t}/{p.name}" if p.parent == self.root / t else p.name
                 raise ConfigError(
-                    f"--out={self.out}: {p.name} cannot be read as this fervid's {t} table "
+                    f"--out={self.out}: {where} cannot be read as this fervid's {t} table "
                     f"({problem}; written by fervid {version}); upgrade fervid if it is "
                     "newer, else move that file away or choose another --out"
                 )
