@@ -41,7 +41,10 @@ def free_port() -> int:
 
 def clean_env(**extra: str) -> dict[str, str]:
     """This process's environment without Ray/fervid overrides, plus ``extra``."""
-    drop = ("RAY_ADDRESS", "FERVID_MODEL", "RAY_AUTH_MODE")
+    # the auth variables too: an embedded Ray of this process (a test fixture) sets them,
+    # and a head node that sees a token turns token auth on for a cluster whose other
+    # nodes (started with an explicit address) then cannot join
+    drop = ("RAY_ADDRESS", "FERVID_MODEL", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
     return {k: v for k, v in os.environ.items() if k not in drop} | {"COLUMNS": "200"} | extra
 
 
