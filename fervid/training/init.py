@@ -28,6 +28,8 @@ from fervid.errors import ConfigError
 class BatchNormMode(StrEnum):
     FROZEN = "frozen"
     REESTIMATE = "reestimate"
+    #: ordinary BN training: for an init whose BN was trained, e.g. a fervid model file
+    TRAIN = "train"
 
 
 def file_sha256(path: Path) -> str:
@@ -42,7 +44,8 @@ def load_init(model: nn.Module, path: Path) -> str:
     """Load a torchvision MobileNetV2 ``state_dict`` (safetensors only) into ``model``'s
     feature extractor; the classifier head stays freshly initialised. Returns the sha256.
 
-    The network always takes 3 channels: gray faces are replicated to RGB, which gives
+    A fervid model file is loaded whole, head included (its spec must match the recipe's
+    architecture and classes). The network always takes 3 channels: gray faces are replicated to RGB, which gives
     exactly the first-layer output of the README's channel-summed gray stem.
     """
     from safetensors.torch import load_file
@@ -55,7 +58,17 @@ def load_init(model: nn.Module, path: Path) -> str:
         )
     if not path.is_file():
         raise ConfigError(f"--init {path} does not exist")
-    sd = {k: v for k, v in load_file(str(path)).items() if not k.startswith("classifier.")}
+    tensors = load_file(str(path))
+    if _is_fervid_model(path):
+        # a fervid model (e.g. to continue at another input size): head included
+        try:
+            model.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=True)
+        except RuntimeError as e:
+            raise ConfigError(
+                f"--init {path}: a fervid model of another architecture ({e})"
+            ) from None
+        return file_sha256(path)
+    sd = {k: v for k, v in tensors.items() if not k.startswith("classifier.")}
     own = model.state_dict()
     bad = [k for k, v in sd.items() if k in own and own[k].shape != v.shape]
     if bad:
@@ -64,6 +77,17 @@ def load_init(model: nn.Module, path: Path) -> str:
     if unexpected or any(not m.startswith("classifier.") for m in missing):
         raise ConfigError(f"--init {path} is not a torchvision MobileNetV2 state dict")
     return file_sha256(path)
+
+
+def _is_fervid_model(path: Path) -> bool:
+    from fervid.errors import ModelError
+    from fervid.model.spec import read_header
+
+    try:
+        read_header(path)
+    except ModelError:
+        return False
+    return True
 
 
 def batchnorms(model: nn.Module) -> list[nn.BatchNorm2d]:
