@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -66,10 +67,11 @@ def _port_open(port: int) -> bool:
 
 @contextlib.contextmanager
 def loopback_cluster(
-    workdir: Path, cpus: tuple[int, ...] = (1, 1)
+    workdir: Path, cpus: tuple[int, ...] = (1, 1), *, token: Path | None = None
 ) -> Iterator[tuple[str, list[int]]]:
     """One Ray node per entry of ``cpus`` (the first is the head), node ``k`` started in
-    ``workdir/node<k>``; yields (GCS address, process group ids of the nodes)."""
+    ``workdir/node<k>``; yields (GCS address, process group ids of the nodes).
+    ``token``: run the cluster with token auth, this file holding a new token."""
     # short (AF_UNIX socket paths under it must stay below 108 bytes) and private (0700)
     private = Path(tempfile.mkdtemp(prefix="fervid-cluster-", dir="/tmp"))
     # HOME for the Ray processes: an empty bootstrap config stops the dashboard's
@@ -77,6 +79,9 @@ def loopback_cluster(
     (private / "ray_bootstrap_config.yaml").write_text("{}\n")
     env = clean_env(HOME=str(private), RAY_USAGE_STATS_ENABLED="0",
                     RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="1")  # fmt: skip
+    if token is not None:
+        token.write_text(uuid.uuid4().hex + uuid.uuid4().hex)
+        env |= {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
     port = free_port()
     procs: list[subprocess.Popen] = []
 

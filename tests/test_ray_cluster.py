@@ -118,3 +118,20 @@ def test_nothing_to_do_starts_no_ray(tmp_path: Path, sample_dir: Path) -> None:
     assert again.returncode == 0, again.stderr
     summary = json.loads(again.stdout)
     assert (summary["skipped"], summary["todo"], summary["executor"]) == (1, 0, "none")
+
+
+@pytest.mark.slow
+def test_a_token_auth_cluster_without_the_token_is_one_line_and_exit_2(
+    tmp_path: Path, sample_dir: Path
+) -> None:
+    token = tmp_path / "auth_token"
+    with loopback_cluster(tmp_path / "cluster", cpus=(1,), token=token) as (address, _):
+        args = (sample_dir / "single_face.mp4", "--out", tmp_path / "r.parquet",
+                "--ray-address", address, "--executor", "ray", "-q")  # fmt: skip
+        refused = _fervid(*args, cwd=tmp_path, timeout=120)
+        allowed = _fervid(*args, cwd=tmp_path, env=clean_env(
+            RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token)))  # fmt: skip
+    assert refused.returncode == 2, refused.stderr
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and "RAY_AUTH_MODE=token" in lines[0], lines  # the fix, no log spam
+    assert allowed.returncode == 0, allowed.stderr
