@@ -711,7 +711,10 @@ def _empty_tables(spec: ModelSpec, store: Any) -> tuple[Any, Any]:
 
 
 def _classifier_threads(settings: RunSettings) -> int:
-    return max(1, min(2, (settings.workers or os.cpu_count() or 1)))
+    # One torch thread: on a shared 2-core machine 2 OpenMP threads spin and wait at
+    # every layer's barrier; 1,200 64 px faces took 14-18 CPU s (41-65 s wall) with 2
+    # threads against 1.5 CPU s (2.9 s wall) with 1 (docs/performance.md, end to end).
+    return 1
 
 
 #: ``--executor auto`` runs a job of at most this many seconds of video in-process:

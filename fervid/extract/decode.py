@@ -831,6 +831,9 @@ class FrameSampler:
             stream.codec_context.thread_type = "AUTO"
             start = stream.start_time or 0
             time_base = stream.time_base or Fraction(1, 1)
+            # Per decoded frame, in ints: a correctly rounded int / int is the float of
+            # the Fraction (pts - start) * time_base, without building a Fraction per frame.
+            tb_num, tb_den = time_base.numerator, time_base.denominator
             step = 1.0 / self.info.fps if self.info.fps > 0 else 1.0 / 30
             dts: np.ndarray | None = None
             seek_pts = plan.seek_pts if isinstance(plan, _SeekPlan) else None
@@ -874,7 +877,7 @@ class FrameSampler:
                         continue
                     for frame in frames:
                         if frame.pts is not None:
-                            t = float((frame.pts - start) * time_base)
+                            t = (frame.pts - start) * tb_num / tb_den
                         else:  # no timestamps in the stream: estimate, and say so once
                             t = 0.0 if t_prev is None else t_prev + step
                             if not estimated:
