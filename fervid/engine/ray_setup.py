@@ -161,7 +161,7 @@ def check_address(address: str) -> None:
 
 def _attach(ray: Any, address: str) -> RaySession:
     check_address(address)
-    host, _ = _split_address(address)
+    host, port = _split_address(address)
     # Auth is the cluster's choice (`ray start` runs without a token unless RAY_AUTH_MODE
     # is token); guessing from a token file on disk breaks clusters that have none.
     saved = _set_env({"RAY_USAGE_STATS_ENABLED": "0"})
@@ -169,7 +169,7 @@ def _attach(ray: Any, address: str) -> RaySession:
         with _stderr_to_file():  # Ray's C++ log lines stay out of the terminal
             ray.init(
                 address=address,
-                _node_ip_address=LOOPBACK if host in ("127.0.0.1", "localhost") else None,
+                _node_ip_address=_driver_ip(host, port),
                 logging_level=logging.ERROR, log_to_driver=False, configure_logging=True,
             )  # fmt: skip
     except Exception as e:
@@ -191,6 +191,17 @@ def _forget_cached_token() -> None:
         from ray._raylet import AuthenticationTokenLoader
 
         AuthenticationTokenLoader.instance().reset_cache()
+
+
+def _driver_ip(host: str, port: int) -> str:
+    """The address the cluster reaches this driver at: loopback for a cluster on this
+    machine, else the local address of the route to ``host`` (the loopback switch set at
+    import would otherwise make a remote cluster's nodes call back to 127.0.0.1)."""
+    if host in ("127.0.0.1", "localhost", "::1"):
+        return LOOPBACK
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:  # connect() sends nothing
+        s.connect((host, port))
+        return s.getsockname()[0]
 
 
 def _split_address(address: str) -> tuple[str, int]:
