@@ -91,6 +91,15 @@ def test_custom_model_on_a_two_node_cluster_gives_the_rows_of_a_local_run(
     ips = listening_ips(groups)
     assert ips and all(is_loopback(ip) for ip in ips), ips
 
+    # a plain run while this cluster is up (and RAY_ADDRESS names it) starts its own Ray:
+    # attaching would fail ("num_cpus and num_gpus must not be provided") or, worse,
+    # send the crops to somebody else's cluster
+    plain = _fervid("in", "--out", "plain.parquet", "--executor", "ray", "--workers", "1",
+                    "--model", custom, "--json", "-q", cwd=driver,
+                    env=clean_env(RAY_ADDRESS=address))  # fmt: skip
+    assert plain.returncode == 0, plain.stderr
+    _same_rows(read_table(driver / "plain.parquet", "frames"), read_table(local.out, "frames"))
+
 
 def test_ray_address_to_a_dead_port_is_one_line_and_exit_2(
     tmp_path: Path, sample_dir: Path
