@@ -5,10 +5,14 @@ single_face.mp4 and WolfgangLanger_Pexels.mp4, re-encoded at 1280x720, then meas
 
 - decode-only: sampled frames/s of the decoder at the run's --fps (the pipeline's limit)
 - detection: faces/s of the detector (1 OpenCV thread, as in a worker)
-- classification: faces/s of the classifier, batch 64
+- classification: faces/s of the classifier, batch 64, 1 torch thread (as in the engine)
 - end to end: the real engine (``--executor``, default auto: Ray for this clip);
   real-time factor (video s / wall s), Ray start-up included
 - the ratio end-to-end / decode-only, and peak RSS (driver + Ray workers)
+- CPU seconds (user + system) of the end-to-end run, summed over the driver and every
+  process it started (Ray workers, the classifier actor, raylet, GCS, ...), of
+  decode-only, and their ratio: on a machine shared with other jobs CPU time, unlike wall
+  time, does not grow with the load, so the CPU ratio is the one to compare across runs
 
     python benchmarks/bench_pipeline.py [--minutes 10] [--fps 2] [--workers 2]
 """
@@ -68,20 +72,39 @@ def build_clip(minutes: float, out: Path, fps: int = 25) -> Path:
     return out
 
 
+def cpu_s() -> float:
+    """CPU seconds (user + system) of this process so far, all its threads."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 class PeakRss:
-    """Samples the summed RSS of this process and its Ray workers every 0.2 s."""
+    """Samples the summed RSS of this process and its Ray workers every 0.2 s, and the
+    CPU seconds of every process this one started (``child_cpu_s``: the last reading of
+    each, so a process that exits between two samples loses at most 0.2 s)."""
 
     def __init__(self) -> None:
         import psutil
 
         self.psutil = psutil
         self.peak = 0
+        self._cpu: dict[int, float] = {}
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._run, daemon=True)
+
+    @property
+    def child_cpu_s(self) -> float:
+        return sum(self._cpu.values())
 
     def _run(self) -> None:
         me = self.psutil.Process()
         while not self._stop.is_set():
+            for child in me.children(recursive=True):  # Ray's processes descend from us
+                try:
+                    t = child.cpu_times()
+                    self._cpu[child.pid] = t.user + t.system
+                except self.psutil.Error:
+                    continue
             total = 0
             for p in self.psutil.process_iter(["name", "cmdline", "memory_info"]):
                 try:
@@ -139,21 +162,24 @@ def main() -> None:
         inputs=(clip,), out=out, sample=sample, overwrite=True, workers=a.workers,
         executor=ExecutorKind(a.executor), classify=ClassifySettings(device=Device(a.device)),
     )  # fmt: skip
+    c0 = cpu_s()
     with PeakRss() as rss:
         summary = run(settings)
+    res["end_to_end_cpu_s"] = cpu_s() - c0 + rss.child_cpu_s
     res["end_to_end_wall_s"] = summary.wall_s
     res["end_to_end_rtf"] = summary.realtime_factor
     res["peak_rss_mib_driver_plus_workers"] = rss.peak / 2**20
     res["peak_rss_mib_driver"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     res["faces_end_to_end"] = summary.faces
     print(f"end to end through the {summary.executor} executor")
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), cpu_s()
     frames, n_decoded = [], 0
     for f in FrameSampler(clip, sample, info):  # stream; keep only what detection needs
         n_decoded += 1
         if len(frames) < 200:
             frames.append(f)
     t_dec = time.perf_counter() - t0
+    res["decode_cpu_s"] = cpu_s() - c0
     res["decode_frames_per_s"] = n_decoded / t_dec
     res["decode_rtf"] = info.duration_s / t_dec
 
@@ -161,7 +187,8 @@ def main() -> None:
 
     cv2.setNumThreads(1)
     det = FaceDetector(settings=DetectSettings())
-    clf = EmotionClassifier(settings=ClassifySettings(batch_size=64), cpu_threads=2)
+    # 1 torch thread, as the engine runs it beside busy workers (docs/performance.md)
+    clf = EmotionClassifier(settings=ClassifySettings(batch_size=64), cpu_threads=1)
     sub = frames[:200]
     t0 = time.perf_counter()
     dets = [det(f.image) for f in sub]
@@ -175,12 +202,14 @@ def main() -> None:
     reps = max(1, 2048 // max(1, len(crops)))
     batch = np.concatenate([crops] * reps)
     clf(batch[:64])  # warm-up
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), cpu_s()
     clf(batch)
     res["classify_faces_per_s"] = len(batch) / (time.perf_counter() - t0)
+    res["classify_faces_per_cpu_s"] = len(batch) / (cpu_s() - c0)
     del frames
 
     res["ratio_end_to_end_over_decode"] = res["end_to_end_rtf"] / res["decode_rtf"]
+    res["ratio_cpu_decode_over_end_to_end"] = res["decode_cpu_s"] / res["end_to_end_cpu_s"]
     for k, v in res.items():
         print(f"{k:36s} {v:12.2f}")
     if a.json:
