@@ -104,6 +104,14 @@ def print_summary(console: Console, s: RunSummary) -> None:
     console.print(t)
     for path, err in s.failed:
         _print_failed(console, path, err)
+    if s.kept:  # failed in this run, but the result an earlier run made is still there
+        console.print(
+            f"[yellow]kept[/] previous result for {len(s.kept)} video(s) whose rerun failed: "
+            f"{escape(', '.join(s.kept))}",
+            highlight=False, soft_wrap=True,
+        )  # fmt: skip
+    for line in s.warnings:  # logged when found; repeated here so the end of a log has it
+        console.print(f"[yellow]warning[/] {escape(line)}", highlight=False, soft_wrap=True)
     if s.id_pattern_unmatched:  # these rows have no subject: they never enter a trend
         console.print(
             f"[yellow]warning[/] {len(s.id_pattern_unmatched)} recording(s) do not match "

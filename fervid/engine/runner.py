@@ -355,6 +355,12 @@ class RunSummary:
     todo: int = 0  # videos this run set out to process
     chunks_resumed: int = 0  # chunks taken from an interrupted earlier run
     interrupted: str | None = None  # "SIGINT" or "SIGTERM" when the run was stopped
+    #: Paths among ``failed`` whose earlier result was kept (the store's ``kept``): the
+    #: old rows stay, with ``last_error``; still a failure of this run (exit code 3).
+    kept: list[str] = field(default_factory=list)
+    #: Problems found in the existing output (the store's ``warnings``: a torn part file
+    #: moved to ``.quarantine/``, its video redone), one line each.
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def realtime_factor(self) -> float:
@@ -376,6 +382,7 @@ class RunSummary:
             "executor": self.executor, "executor_start_s": self.executor_start_s,
             "chunks_resumed": self.chunks_resumed,
             "interrupted": self.interrupted, "id_pattern_unmatched": self.id_pattern_unmatched,
+            "kept": self.kept, "warnings": self.warnings,
             "outputs": {k: str(v) for k, v in self.outputs.items()},
         }  # fmt: skip
 
@@ -525,7 +532,8 @@ def run(
             Identity.of(v), status="failed", error=msg, settings_hash=settings_hash, model_sha256=sha,
             fervid_version=__version__, size_bytes=v.size_bytes, class_names=spec.class_names,
         )  # fmt: skip
-        store.write_video(v.video_id, *_empty_tables(spec, store), row)
+        if not store.write_video(v.video_id, *_empty_tables(spec, store), row):
+            summary.kept.append(v.rel_path)  # an earlier result stays, with last_error
         chunks.clear(v.video_id)
         summary.failed.append((v.rel_path, msg))
         hooks.video_done(v, "failed", msg)
@@ -619,6 +627,7 @@ def run(
         if executor is not None:
             executor.close()
         summary.outputs = store.finalize()
+        summary.warnings = list(store.warnings)
         summary.wall_s = time.perf_counter() - t0
     if summary.interrupted:
         raise RunInterrupted(summary, summary.interrupted)
@@ -634,31 +643,41 @@ def _select(
     settings_hash: str,
     summary: RunSummary,
 ) -> list[VideoInput]:
-    """The videos to process: not done with these settings, duplicates recorded once."""
+    """The videos to process: not done with these settings, duplicates recorded once.
+
+    A duplicate is a second path with the same content (``video_id``): another input of
+    this run, or, in a later run given only the copy, the path the stored result was
+    analysed under. It gets one ``skipped`` row with ``duplicate_of`` that path.
+    """
     from fervid.output.tables import Identity, failed_video_table
+
+    def record_duplicate(v: VideoInput, original: str) -> None:
+        dup_key = v.video_id + "-dup-" + _short(v.rel_path)
+        # Recorded once: rewriting it every run would give it a newer processed_at
+        # than the analysed copy, which readers would take for the latest result.
+        if settings.overwrite or not store.has_video(dup_key):
+            store.write_video(dup_key, *_empty_tables(spec, store),
+                              failed_video_table(Identity.of(v), status="skipped",
+                                                 error=f"same content as {original}",
+                                                 duplicate_of=original,
+                                                 settings_hash=settings_hash, model_sha256=sha,
+                                                 fervid_version=__version__, size_bytes=v.size_bytes,
+                                                 class_names=spec.class_names))  # fmt: skip
+        summary.skipped += 1
 
     seen: dict[str, VideoInput] = {}
     todo: list[VideoInput] = []
     for v in videos:
-        if v.video_id in seen:  # the same content under two paths: analyse once
-            dup_key = v.video_id + "-dup-" + _short(v.rel_path)
-            # Recorded once: rewriting it every run would give it a newer processed_at
-            # than the analysed copy, which readers would take for the latest result.
-            if settings.overwrite or not store.has_video(dup_key):
-                original = seen[v.video_id].rel_path
-                store.write_video(dup_key, *_empty_tables(spec, store),
-                                  failed_video_table(Identity.of(v), status="skipped",
-                                                     error=f"same content as {original}",
-                                                     duplicate_of=original,
-                                                     settings_hash=settings_hash, model_sha256=sha,
-                                                     fervid_version=__version__, size_bytes=v.size_bytes,
-                                                     class_names=spec.class_names))  # fmt: skip
-            summary.skipped += 1
-            continue
-        seen[v.video_id] = v
-        if store.should_skip(v.video_id):
-            summary.skipped += 1
+        if store.should_skip(v.video_id):  # done with these settings, under some path
+            stored = store.stored_path(v.video_id)
+            if stored is None or stored == v.rel_path:  # the analysed recording itself
+                summary.skipped += 1
+            else:  # a copy, given to a later run than the one that analysed the content
+                record_duplicate(v, stored)
+        elif v.video_id in seen:  # the same content under two paths of this run
+            record_duplicate(v, seen[v.video_id].rel_path)
         else:
+            seen[v.video_id] = v
             todo.append(v)
     return todo
 
