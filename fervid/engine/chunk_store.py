@@ -123,7 +123,7 @@ class ChunkStore:
 def _read(path: Path, video: VideoInput, info: VideoInfo) -> tuple[VideoFaces, np.ndarray]:
     table = pq.read_table(path)
     meta = json.loads(table.schema.metadata[_META])
-    arrays = {}
+    arrays: dict[str, Any] = {}
     for name, (dtype, shape) in meta["arrays"].items():
         flat = table.column(name)[0].values.to_numpy(zero_copy_only=False)
         arrays[name] = np.asarray(flat, dtype=np.dtype(dtype)).reshape(shape)
@@ -136,7 +136,9 @@ def _read(path: Path, video: VideoInput, info: VideoInfo) -> tuple[VideoFaces, n
         prefix = f"{name}."
         subs = {k[len(prefix) :]: arrays.pop(k) for k in list(arrays) if k.startswith(prefix)}
         arrays[name] = cls(**subs)
-    plain = {k: tuple(v) if k in meta["tuples"] else v for k, v in meta["plain"].items()}
+    plain: dict[str, Any] = {
+        k: tuple(v) if k in meta["tuples"] else v for k, v in meta["plain"].items()
+    }
     n = len(arrays["frame_index"])
     faces = VideoFaces(video=video, info=info, crops=np.zeros((n, 0), np.uint8), **arrays, **plain)
     return faces, probs

@@ -118,10 +118,10 @@ def print_summary(console: Console, s: RunSummary) -> None:
             "--id-pattern (no subject / session date; listed as unassigned):",
             highlight=False, soft_wrap=True,
         )  # fmt: skip
-        for path in s.id_pattern_unmatched:
-            console.print(f"  {escape(path)}", highlight=False, soft_wrap=True)
-    for name, path in s.outputs.items():
-        console.print(f"{name}: {escape(str(path))}", highlight=False, soft_wrap=True)
+        for unmatched in s.id_pattern_unmatched:
+            console.print(f"  {escape(unmatched)}", highlight=False, soft_wrap=True)
+    for name, written in s.outputs.items():
+        console.print(f"{name}: {escape(str(written))}", highlight=False, soft_wrap=True)
 
 
 def _print_failed(console: Console, path: str, error: str) -> None:

@@ -188,7 +188,7 @@ def _attach(ray: Any, address: str) -> RaySession:
 def _forget_cached_token() -> None:
     """Ray caches the token it read last; an earlier run's session had another one."""
     with contextlib.suppress(Exception):  # private API: absent in other Ray versions
-        from ray._raylet import AuthenticationTokenLoader
+        from ray._raylet import AuthenticationTokenLoader  # type: ignore[attr-defined]
 
         AuthenticationTokenLoader.instance().reset_cache()
 

@@ -460,7 +460,7 @@ def resolve_paths(settings: RunSettings) -> RunSettings:
     return dataclasses.replace(
         settings,
         inputs=tuple(Path(p).expanduser().absolute() for p in settings.inputs),
-        out=absolute(settings.out),
+        out=Path(settings.out).expanduser().absolute(),
         save_crops=absolute(settings.save_crops),
         classify=dataclasses.replace(
             settings.classify, model_path=resolve_model_path(settings.classify.model_path)
@@ -511,6 +511,7 @@ def run(
     t0 = time.perf_counter()
     hooks = hooks or NullHooks()
     settings = resolve_paths(settings)
+    assert settings.classify.model_path is not None  # resolve_paths resolved it
     model = model_ref(settings.classify.model_path)  # header + bytes; no weights loaded here
     spec, sha = model.spec, model.sha256
     settings_hash = settings.settings_hash(sha)

@@ -94,8 +94,8 @@ def discover(inputs: Sequence[Path | str], settings: DiscoverSettings) -> list[V
             f"no videos found in {', '.join(map(str, inputs))} (looked for "
             f"{_ext_list(exts)}); use --ext to add extensions"
         )
-    for e in empty:
-        log.warning("%s; the other inputs are processed", e)
+    for err in empty:
+        log.warning("%s; the other inputs are processed", err)
     videos = [_video_input(hit, pattern) for hit in found.values()]
     return sorted(videos, key=lambda v: str(v.path))
 

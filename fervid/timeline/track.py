@@ -93,7 +93,7 @@ class FaceTracker:
             track = self._tracks[ti]
             track.box, track.last_seen_s = boxes[di].copy(), timestamp_s
             ids[di] = track.face_id
-        for di in np.flatnonzero(ids < 0):
+        for di in np.flatnonzero(ids < 0).tolist():  # plain ints, like the matches above
             ids[di] = self._next_id
             self._tracks.append(_Track(self._next_id, boxes[di].copy(), timestamp_s))
             self._next_id += 1
