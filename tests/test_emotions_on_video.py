@@ -59,3 +59,18 @@ def test_crying_reads_as_sad(wolf: tuple[pd.DataFrame, pd.DataFrame]) -> None:
     negative = crying[["prob_sad", "prob_fear", "prob_angry", "prob_disgust"]].sum(axis=1)
     assert negative.mean() > 0.5 > crying["prob_happy"].mean() * 5
     assert crying["label"].value_counts().idxmax() == "sad", crying["label"].value_counts()
+
+
+def test_no_happy_while_crying_and_happy_once_laughing(
+    wolf: tuple[pd.DataFrame, pd.DataFrame],
+) -> None:
+    # The model card's video target: she cries for about 9 s, then laughs. No happy
+    # segment may start before 9 s, and from 10.5 s to the end the smoothed label is
+    # happy (segments cover the timeline, so one happy segment spans that range).
+    _, segments = wolf
+    happy = segments[segments["emotion"] == "happy"]
+    assert (happy["start_s"] >= 9.0).all(), segments[["start_s", "end_s", "emotion"]]
+    last = segments.sort_values("start_s").iloc[-1]
+    assert last["emotion"] == "happy" and last["start_s"] <= 10.5 and last["end_s"] > 19.0, (
+        segments[["start_s", "end_s", "emotion"]]
+    )

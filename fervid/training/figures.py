@@ -85,7 +85,9 @@ def plot_roc(
     fig = Figure(figsize=(6.4, 6.0), layout="constrained")
     ax = fig.subplots()
     ax.plot([0, 1], [0, 1], color="#BBBBBB", linestyle="--", linewidth=1, label="chance")
-    for curve, name, color in zip(curves, class_names, class_colors(class_names), strict=True):
+    for curve, name, color in zip(
+        curves, class_names, class_colors(list(class_names)), strict=True
+    ):
         if np.isnan(curve.auc):
             ax.plot([], [], color=color, label=f"{name} (AUC n/a)")
             continue

@@ -15,7 +15,7 @@ and scramble it. Two remedies, both offered (``[init] batchnorm``):
 
 from __future__ import annotations
 
-import hashlib
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 
@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from fervid.errors import ConfigError
+from fervid.model.spec import file_sha256
 
 
 class BatchNormMode(StrEnum):
@@ -30,14 +31,6 @@ class BatchNormMode(StrEnum):
     REESTIMATE = "reestimate"
     #: ordinary BN training: for an init whose BN was trained, e.g. a fervid model file
     TRAIN = "train"
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def load_init(model: nn.Module, path: Path) -> str:
@@ -114,7 +107,7 @@ def reestimate_batchnorm(model: nn.Module, batches: list[torch.Tensor]) -> None:
     sq: dict[int, torch.Tensor] = {}
     counts: dict[int, int] = {}
 
-    def hook(i: int):  # type: ignore[no-untyped-def]
+    def hook(i: int) -> Callable[[nn.Module, tuple[torch.Tensor, ...]], None]:
         def record(_m: nn.Module, inp: tuple[torch.Tensor, ...]) -> None:
             x = inp[0].detach().double()
             sums[i] = sums.get(i, 0) + x.sum(dim=(0, 2, 3))
@@ -133,6 +126,7 @@ def reestimate_batchnorm(model: nn.Module, batches: list[torch.Tensor]) -> None:
         for h in handles:
             h.remove()
     for i, bn in enumerate(bns):
+        assert bn.running_mean is not None and bn.running_var is not None  # track_running_stats
         mu = sums[i] / counts[i]
         var = (sq[i] / counts[i] - mu * mu).clamp_min(0.0)
         # the function y = (x - rm) / sqrt(rv + eps) * w + b, written for the new rm/rv

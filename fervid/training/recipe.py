@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,14 @@ class DataSource:
     weight: float = 1.0
 
 
+class ClassWeighting(StrEnum):
+    """Per-class loss weights from the training class frequencies."""
+
+    NONE = "none"
+    SQRT_INVERSE = "sqrt_inverse"
+    INVERSE = "inverse"
+
+
 @dataclass(frozen=True, kw_only=True)
 class OptimSettings:
     epochs: int = 18
@@ -32,14 +41,28 @@ class OptimSettings:
     label_smoothing: float = 0.05
     samples_per_epoch: int = 28_000
     ema_decay: float = 0.999
-    #: "none" | "sqrt_inverse" | "inverse": per-class loss weights from training frequencies.
-    class_weighting: str = "sqrt_inverse"
+    class_weighting: ClassWeighting = ClassWeighting.SQRT_INVERSE
     patience: int = 6
     threads: int = 0
     #: mixup (Zhang et al., 2018) Beta(alpha, alpha) mixing of images and targets; 0 = off.
     mixup_alpha: float = 0.0
     #: validation split whose NLL fits the temperature ("" = all splits pooled).
     calibrate_on: str = ""
+
+    def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "class_weighting", ClassWeighting(self.class_weighting))
+        except ValueError:
+            raise ConfigError(
+                f"[optim] class_weighting={self.class_weighting!r}; expected one of "
+                f"{[m.value for m in ClassWeighting]}"
+            ) from None
+        if self.epochs < 1 or self.batch_size < 2 or self.samples_per_epoch < 2:
+            raise ConfigError(
+                "[optim] epochs >= 1, batch_size >= 2 and samples_per_epoch >= 2 expected"
+            )
+        if not self.lr > 0 or not 0 <= self.ema_decay < 1 or self.mixup_alpha < 0:
+            raise ConfigError("[optim] lr > 0, 0 <= ema_decay < 1 and mixup_alpha >= 0 expected")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -166,9 +166,10 @@ def set_trainable(model: nn.Module, phase: str, unfreeze_blocks: int) -> list[nn
     for p in model.parameters():
         p.requires_grad_(phase == "all")
     if phase != "all":
-        feats = model.features
+        feats, head = model.features, model.classifier
+        assert isinstance(feats, nn.Module) and isinstance(head, nn.Module)
         blocks = list(feats.children())[-unfreeze_blocks:] if phase == "finetune" else []
-        for m in [model.classifier, *blocks]:
+        for m in [head, *blocks]:
             for p in m.parameters():
                 p.requires_grad_(True)
     return [p for p in model.parameters() if p.requires_grad]
