@@ -446,9 +446,12 @@ def evaluate(
         Path | None, typer.Option("--out", help="Folder for report.json and the PNG figures.")
     ] = None,
     tta: Annotated[
-        bool,
-        typer.Option("--tta", metavar=FLAG, help="Average with the horizontally flipped face."),
-    ] = False,
+        bool | None,
+        typer.Option(
+            "--tta/--no-tta",
+            help="Average with the horizontally flipped face (default: the model file's setting, as in process).",
+        ),
+    ] = None,
     ferplus_mode: Annotated[
         str,
         typer.Option(

@@ -20,9 +20,10 @@ from fervid.training.evaluate import EvalReport, evaluate_model, format_table
 
 #: The whole FER-2013 validation split (PublicTest), in its natural class mix.
 FER2013_SUPPORT = [467, 56, 496, 895, 607, 653, 415]
-#: The issue's bar for the shipped model on FER-2013 validation (it scores 62.1 %).
-MIN_ACCURACY = 0.60
-MIN_FERPLUS_ACCURACY = 0.77
+#: The shipped model's validation accuracy minus 2 points (it scores 64.3 % and 80.4 %
+#: with its flip TTA, the way fervid process runs it; docs/model-card.md).
+MIN_ACCURACY = 0.623
+MIN_FERPLUS_ACCURACY = 0.784
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +66,7 @@ def test_every_class_is_predicted(report: EvalReport) -> None:
 
 def test_metadata_names_classes_and_validation_metrics(model: LoadedModel) -> None:
     assert model.spec.class_names == EMOTIONS
+    assert model.spec.tta_flip and model.spec.input_size == 72
     assert model.spec.temperature > 0
     val = model.info.get("val")
     assert isinstance(val, dict), "model info lacks the validation metrics ('val')"
@@ -79,25 +81,25 @@ def test_temperature_is_fitted(
     t = model.spec.temperature
     assert t != 1.0, "temperature is exactly 1: the model was saved before calibration"
     assert 0.2 < t < 5.0
-    # Fitted on both validation splits together, so it must not make their pooled NLL
-    # worse (on one split alone it may: the two label sets are not equally sharp).
-    n1, n2 = report.num_images, ferplus_report.num_images
-    pooled = (n1 * report.metrics.nll + n2 * ferplus_report.metrics.nll) / (n1 + n2)
-    pooled_t1 = (n1 * report.metrics_t1.nll + n2 * ferplus_report.metrics_t1.nll) / (n1 + n2)
-    assert pooled <= pooled_t1 + 1e-4
+    # Fitted on FER+ (the domain the pipeline sees: the model card's calibration table),
+    # so it must improve FER+'s NLL and calibration over T = 1 (FER-2013's noisier
+    # labels want a softer model: there it may not).
+    assert ferplus_report.metrics.nll < ferplus_report.metrics_t1.nll
+    assert ferplus_report.metrics.ece < 0.04 < ferplus_report.metrics_t1.ece
 
 
 @pytest.mark.parametrize(("which", "key"), [("fer2013", "fer2013_acc"), ("ferplus", "ferplus_acc")])
 def test_recorded_val_accuracy_reproduces(
-    model: LoadedModel, report: EvalReport, ferplus_report: EvalReport, which: str, key: str
+    model: LoadedModel, model_path: Path, data_root: Path, which: str, key: str
 ) -> None:
     """The evaluation path (inference preprocessing) reproduces training's own numbers.
 
     Training scored the fp32 EMA weights; the file stores fp16, so a handful of borderline
     faces may flip: 0.5 % tolerance.
     """
-    recorded = model.info["val"][key]
-    got = (report if which == "fer2013" else ferplus_report).metrics.accuracy
+    recorded = model.info["val"][key]  # scored without flip TTA, as training selects
+    path = "fer2013/val" if which == "fer2013" else "ferplus/FER2013Valid"
+    got = evaluate_model(model_path, data_root / path, tta_flip=False).metrics.accuracy
     assert math.isclose(got, recorded, abs_tol=0.005), (
         f"{key}: evaluated {got:.4f}, recorded {recorded:.4f}"
     )

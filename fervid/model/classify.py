@@ -37,11 +37,12 @@ def predict_logits(
     *,
     batch_size: int,
     device: torch.device | None = None,
-    tta_flip: bool = False,
+    tta_flip: bool | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """The one inference function: uint8 model-size faces (N, S, S) or (N, S, S, 3) ->
-    raw logits float32 (V, N, C), V = 2 with ``tta_flip`` (index 1: mirrored faces).
+    raw logits float32 (V, N, C), V = 2 with ``tta_flip`` (index 1: mirrored faces);
+    ``tta_flip=None`` follows the model's own ``spec.tta_flip``.
 
     The pipeline's classifier, ``fervid evaluate`` and training's validation all call
     this, so the model card's numbers describe what ``fervid process`` computes.
@@ -53,6 +54,8 @@ def predict_logits(
         raise ModelError(f"crops are {images.shape[1:3]} but the model expects {s}x{s}")
     network.eval()
     cuda = device.type == "cuda"
+    if tta_flip is None:
+        tta_flip = spec.tta_flip
     views = 2 if tta_flip else 1
     out = np.zeros((views, len(images), spec.num_classes), np.float32)
     for b0 in range(0, len(images), batch_size):

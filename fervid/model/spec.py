@@ -50,6 +50,9 @@ class ModelSpec:
     converted to grayscale, then replicated to the network's 3 input channels) or
     ``"rgb"``; ``mean``/``std`` are per network-channel, applied to pixels scaled to
     [0, 1]. ``temperature`` divides the logits before the softmax (fitted on validation).
+    ``tta_flip``: every face is classified with its mirror image too and the two
+    probability vectors averaged (test-time augmentation). A property of the model, so
+    the pipeline, ``fervid evaluate`` and the model card all score the same function.
     """
 
     architecture: str = "mobilenet_v2"
@@ -62,8 +65,11 @@ class ModelSpec:
     hidden: int = 0
     width_mult: float = 1.0
     temperature: float = 1.0
+    tta_flip: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.tta_flip, bool):
+            raise ModelError(f"tta_flip={self.tta_flip!r}; expected true or false")
         if self.architecture not in SUPPORTED_ARCHITECTURES:
             raise ModelError(
                 f"architecture={self.architecture!r} is not supported; "

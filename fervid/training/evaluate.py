@@ -226,7 +226,7 @@ def evaluate_model(
     data: Path,
     *,
     ferplus_mode: FerPlusMode = FerPlusMode.MAJORITY,
-    tta_flip: bool = False,
+    tta_flip: bool | None = None,
     batch_size: int = 256,
     out_dir: Path | None = None,
     limit: int | None = None,
@@ -301,6 +301,8 @@ def evaluate_model(
             )
         images = resize_faces(list(ds.images), spec)  # (N, S, S) uint8 (or (N, S, S, 3))
         labels = ds.labels.astype(np.int64)  # (N,)
+    if tta_flip is None:
+        tta_flip = spec.tta_flip
     logits = predict_logits(
         model.network, images, spec, batch_size=batch_size, tta_flip=tta_flip, progress=progress
     )  # (V, N, C)

@@ -109,6 +109,8 @@ class Recipe:
     std: tuple[float, float, float] = (0.25, 0.25, 0.25)
     dropout: float = 0.2
     hidden: int = 0
+    #: the shipped model classifies each face and its mirror image (ModelSpec.tta_flip)
+    tta_flip: bool = False
     train: tuple[DataSource, ...] = ()
     val: tuple[DataSource, ...] = ()
     optim: OptimSettings = field(default_factory=OptimSettings)
@@ -120,7 +122,7 @@ class Recipe:
 
 
 _TOP_KEYS = {"name", "seed", "model", "data", "optim", "init", "augment"}
-_MODEL_KEYS = {"input_size", "channels", "mean", "std", "dropout", "hidden"}
+_MODEL_KEYS = {"input_size", "channels", "mean", "std", "dropout", "hidden", "tta_flip"}
 _DATA_KEYS = {"train", "val"}
 _SOURCE_KEYS = {"name", "path", "ferplus_mode", "weight"}
 
@@ -180,6 +182,7 @@ def load_recipe(path: Path) -> Recipe:
             std=tuple(model.get("std", (0.25, 0.25, 0.25))),
             dropout=float(model.get("dropout", 0.2)),
             hidden=int(model.get("hidden", 0)),
+            tta_flip=bool(model.get("tta_flip", False)),
             train=_sources(data.get("train", []), "data.train"),
             val=_sources(data.get("val", []), "data.val"),
             optim=OptimSettings(**d.get("optim", {})),

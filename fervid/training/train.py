@@ -54,6 +54,7 @@ def spec_from_recipe(r: Recipe, temperature: float = 1.0) -> ModelSpec:
     return ModelSpec(
         input_size=r.input_size, channels=r.channels, mean=r.mean, std=r.std,
         class_names=EMOTIONS, dropout=r.dropout, hidden=r.hidden, temperature=temperature,
+        tta_flip=r.tta_flip,
     )  # fmt: skip
 
 
@@ -233,8 +234,13 @@ def train_one_epoch(
 def predict_logits(
     model: nn.Module, ds: ImageSet, spec: ModelSpec, device: torch.device, batch: int = 256
 ) -> np.ndarray:
-    """Logits (N, C) for an evaluation set, through the pipeline's inference function."""
-    return classify.predict_logits(model, ds.images, spec, batch_size=batch, device=device)[0]
+    """Logits (N, C) for an evaluation set, through the pipeline's inference function.
+
+    Without test-time flipping: model selection and the temperature fit see one view, so
+    turning ``tta_flip`` on in a recipe does not change which weights are kept."""
+    return classify.predict_logits(
+        model, ds.images, spec, batch_size=batch, device=device, tta_flip=False
+    )[0]
 
 
 def evaluate(
