@@ -387,7 +387,7 @@ def fetch_samples_cmd(
 @app.command()
 def train(
     recipe: Annotated[
-        Path, typer.Option(help="Recipe TOML file, e.g. pipelines/train_default.toml.")
+        Path, typer.Option(help="Recipe TOML file, e.g. pipelines/train_v2.toml.")
     ],
     out: Annotated[Path, typer.Option("--out", help="Run folder: checkpoints, history, model.")],
     data_root: Annotated[
