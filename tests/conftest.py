@@ -103,14 +103,19 @@ def data_root() -> Path:
     needed = ("fer2013/train", "fer2013/val", "ferplus/FER2013Train", "ferplus/FER2013Valid")
     missing = [d for d in needed if not (root / d).is_dir()]
     if missing:
-        message = (
-            f"{DATA_SKIP_PREFIX}: not found at {root} (missing {', '.join(missing)}); "
+        skip_for_missing_data(
+            f"not found at {root} (missing {', '.join(missing)}); "
             "to run it, clone fervid beside shared/ or set FERVID_DATA=/path/to/shared/data"
         )
-        if os.environ.get(REQUIRE_DATA_ENV) == "1":
-            pytest.fail(f"{message} ({REQUIRE_DATA_ENV}=1 makes this a failure)")
-        pytest.skip(message)
     return root
+
+
+def skip_for_missing_data(reason: str) -> None:
+    """Skip (or, with FERVID_REQUIRE_DATA=1, fail) a test whose shared data is absent."""
+    message = f"{DATA_SKIP_PREFIX}: {reason}"
+    if os.environ.get(REQUIRE_DATA_ENV) == "1":
+        pytest.fail(f"{message} ({REQUIRE_DATA_ENV}=1 makes this a failure)")
+    pytest.skip(message)
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import DATA_SKIP_PREFIX, REQUIRE_DATA_ENV
+from conftest import skip_for_missing_data
 
 from fervid.errors import ConfigError
 from fervid.model.modelfile import ModelSpec, build_network
@@ -32,13 +32,10 @@ WEIGHTS = "mobilenet_v2_imagenet_tflite.safetensors"
 def init_path(data_root: Path) -> Path:
     path = Path(os.environ.get("FERVID_INIT", data_root.parent / "weights" / WEIGHTS))
     if not path.is_file():
-        message = (
-            f"{DATA_SKIP_PREFIX}: the shared ImageNet weights are not at {path}; "
+        skip_for_missing_data(
+            f"the shared ImageNet weights are not at {path}; "
             "set FERVID_INIT=/path/to/mobilenet_v2_imagenet_tflite.safetensors"
         )
-        if os.environ.get(REQUIRE_DATA_ENV) == "1":
-            pytest.fail(f"{message} ({REQUIRE_DATA_ENV}=1 makes this a failure)")
-        pytest.skip(message)
     return path
 
 
