@@ -263,14 +263,17 @@ class RayExecutor:
                     self._ray.cancel(ref)
 
     def close(self) -> None:
-        for ref in list(self._extracting):
-            with contextlib.suppress(Exception):
-                self._ray.cancel(ref, force=True)
-        self._extracting.clear()
         if not self.session.owned:  # a Ray the caller runs: leave it clean
+            for ref in list(self._extracting):
+                with contextlib.suppress(Exception):
+                    self._ray.cancel(ref, force=True)
             for actor in self._actors:
                 with contextlib.suppress(Exception):
                     self._ray.kill(actor)
+        # An embedded Ray is shut down whole, its workers with it. Force-cancelling their
+        # tasks first races the replies in flight (Ray's "Tried to complete task that was
+        # not pending" abort, seen on SIGTERM mid-run), so it is not done there.
+        self._extracting.clear()
         self.session.close()
 
 

@@ -625,10 +625,14 @@ def run(
     except KeyboardInterrupt as e:
         summary.interrupted = "SIGTERM" if isinstance(e, Terminated) else "SIGINT"
     finally:
-        if executor is not None:
-            executor.close()
-        summary.outputs = store.finalize()
-        summary.warnings = list(store.warnings)
+        # Finalize the output before stopping the executor: whatever happens while Ray
+        # shuts down, what was classified is on disk in its final form.
+        try:
+            summary.outputs = store.finalize()
+            summary.warnings = list(store.warnings)
+        finally:
+            if executor is not None:
+                executor.close()
         summary.wall_s = time.perf_counter() - t0
     if summary.interrupted:
         raise RunInterrupted(summary, summary.interrupted)
