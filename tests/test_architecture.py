@@ -89,14 +89,7 @@ def test_torch_free_packages_import_without_torch_or_ray() -> None:
         "            bad[heavy] = m\n"
         "print(json.dumps(bad))\n"
     )
-    r = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=PACKAGE.parent,
-    )
-    assert r.returncode == 0, r.stderr
+    r = _python(code, timeout=300)
     first_importer = json.loads(r.stdout.strip().splitlines()[-1])
     assert first_importer == {}, (
         f"heavy packages pulled in (package: first module): {first_importer}"
@@ -114,14 +107,7 @@ def test_model_header_is_read_without_torch(model_path: Path) -> None:
         "assert crops.shape == (1, *spec.crop_shape), crops.shape\n"
         "print(len(sha), spec.num_classes, 'torch' in sys.modules)\n"
     )
-    r = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=PACKAGE.parent,
-    )
-    assert r.returncode == 0, r.stderr
+    r = _python(code, timeout=120)
     assert r.stdout.split() == ["64", "7", "False"]
 
 
@@ -293,3 +279,13 @@ def test_import_reader_sees_nested_and_relative_imports(
 )
 def test_rename_reader(source: str, renames: list[int]) -> None:
     assert _renames(ast.parse(source)) == renames
+
+
+def _python(code: str, *, timeout: float) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter from the repository root; it must succeed."""
+    r = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
+        cwd=PACKAGE.parent,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    return r

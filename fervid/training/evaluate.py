@@ -210,10 +210,8 @@ def detect_faces(
         crops.append(faces[best])
         labels.append(label)
         names.append(name)
-    s = spec.input_size
-    empty = np.zeros((0, s, s) if spec.channels == "gray" else (0, s, s, 3), np.uint8)
     return (
-        np.stack(crops) if crops else empty,
+        np.stack(crops) if crops else np.zeros((0, *spec.crop_shape), np.uint8),
         np.asarray(labels, np.int64),
         names,
         tuple(no_face),
