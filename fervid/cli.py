@@ -629,5 +629,79 @@ def report(
     typer.echo(str(path))
 
 
+@app.command()
+def nightly(
+    inputs: Annotated[list[Path], typer.Option("--in", help="Recordings folder (repeatable).")],
+    dataset: Annotated[
+        Path,
+        typer.Option(
+            help="fervid output folder (one file per video), created if missing. Sessions, "
+            "trends, report and log go beside it, so its parent must be writable too."
+        ),
+    ],
+    id_pattern: Annotated[
+        str | None,
+        typer.Option(
+            "--id-pattern", help='Passed to fervid, e.g. "{subject}/{session_date}_{name}.mp4".'
+        ),
+    ] = None,
+    report_dir: Annotated[
+        Path | None, typer.Option("--report-dir", help="Report folder (default: <dataset>.report).")
+    ] = None,
+    log: Annotated[
+        Path | None,
+        typer.Option(help="JSON-lines log (default: <dataset>.logs/nightly.jsonl)."),
+    ] = None,
+    fervid_cmd: Annotated[
+        str | None,
+        typer.Option(
+            "--fervid-cmd",
+            envvar="FERVID_CMD",
+            help="fervid executable and leading args (shell-style words; default: the fervid "
+            "beside this Python, else on PATH).",
+        ),
+    ] = None,
+    patient_override: Annotated[
+        Path | None,
+        typer.Option("--patient-override", help="JSON or CSV mapping video_id -> patient face_id."),
+    ] = None,
+    timeout_s: Annotated[
+        float | None, typer.Option("--timeout-s", help="Stop fervid after this many seconds.")
+    ] = None,
+    no_report: Annotated[
+        bool, typer.Option("--no-report", metavar=FLAG, help="Refresh sessions and trends only.")
+    ] = False,
+    process_args: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="[-- PROCESS_ARGS]",
+            help="Arguments after -- go to `fervid process` (e.g. -- --fps 2 --quiet).",
+        ),
+    ] = None,
+) -> None:
+    """The nightly job: analyse new recordings, then refresh sessions, trends and report.
+
+    Exit codes: 0 ok; 2 usage (a missing --in, a place it cannot write, fervid refused its arguments); 3 recordings failed; 4 fervid could not run, crashed or timed out; 5 the refresh failed; 75 another nightly run holds the lock (docs/scheduling.md).
+    """
+    import shlex
+
+    from fervid.nightly import NightlySettings, run_nightly
+
+    try:
+        settings = NightlySettings(
+            inputs=tuple(inputs), dataset=dataset, id_pattern=id_pattern,
+            report_dir=report_dir, log=log,
+            fervid_cmd=tuple(shlex.split(fervid_cmd)) if fervid_cmd is not None else None,
+            patient_override=patient_override, timeout_s=timeout_s, report=not no_report,
+            process_args=tuple(process_args or ()),
+        )  # fmt: skip
+    except (FervidError, ValueError) as e:
+        raise _fail(
+            e if isinstance(e, FervidError) else FervidError(f"--fervid-cmd: {e}")
+        ) from None
+    raise typer.Exit(run_nightly(settings, say=lambda line: console.print(
+        escape(line), highlight=False, soft_wrap=True)))  # fmt: skip
+
+
 def main() -> None:  # pragma: no cover - console entry point
     sys.exit(app())

@@ -1,4 +1,5 @@
-"""pipelines/nightly.py with a substitute fervid command (a small script writing tables)."""
+"""`fervid nightly` (and its thin example pipelines/nightly.py) with a substitute fervid
+command (a small script writing tables)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import pytest
 from longitudinal_tables import session, video_row, write_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
-NIGHTLY = ROOT / "pipelines" / "nightly.py"
+NIGHTLY = [sys.executable, "-m", "fervid", "nightly"]
 EXIT_FAILED, EXIT_PROCESS, EXIT_USAGE, EXIT_LOCKED = 3, 4, 2, 75
 
 # Stands in for `fervid process IN --out DATASET/`: records its argv, then behaves as
@@ -80,7 +81,7 @@ def _nightly(
     tmp_path: Path, env: dict[str, str], mode: str, *extra: str
 ) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, str(NIGHTLY), "--in", str(tmp_path / "in"),
+        [*NIGHTLY, "--in", str(tmp_path / "in"),
          "--dataset", str(tmp_path / "ds"), "--id-pattern", "{subject}/{name}.mp4", *extra],
         env={**env, "FAKE_MODE": mode}, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
@@ -167,7 +168,7 @@ def test_lock_held_elsewhere_refuses_the_run(tmp_path: Path, env: dict[str, str]
 
 def test_two_concurrent_runs_one_is_refused(tmp_path: Path, env: dict[str, str]) -> None:
     first = subprocess.Popen(
-        [sys.executable, str(NIGHTLY), "--in", str(tmp_path / "in"), "--dataset",
+        [*NIGHTLY, "--in", str(tmp_path / "in"), "--dataset",
          str(tmp_path / "ds"), "--no-report"],
         env={**env, "FAKE_MODE": "wait"}, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -188,9 +189,15 @@ def test_two_concurrent_runs_one_is_refused(tmp_path: Path, env: dict[str, str])
     assert codes == [0, EXIT_LOCKED]
 
 
-def test_missing_input_folder_is_a_usage_error(tmp_path: Path, env: dict[str, str]) -> None:
+@pytest.mark.parametrize(
+    "command", [NIGHTLY, [sys.executable, str(ROOT / "pipelines" / "nightly.py")]],
+    ids=["fervid-nightly", "pipelines-example"],
+)  # fmt: skip
+def test_missing_input_folder_is_a_usage_error(
+    tmp_path: Path, env: dict[str, str], command: list[str]
+) -> None:
     r = subprocess.run(
-        [sys.executable, str(NIGHTLY), "--in", str(tmp_path / "nope"),
+        [*command, "--in", str(tmp_path / "nope"),
          "--dataset", str(tmp_path / "ds")],
         env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
