@@ -10,7 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Any
@@ -320,16 +321,38 @@ class RunSettings:
     def to_json(self) -> dict[str, Any]:
         return _jsonable(self)
 
+    def metadata_json(self) -> dict[str, Any]:
+        """:meth:`to_json` for the Parquet metadata of every output file, with nothing that
+        could name a patient: paths (often holding names) are replaced by
+        :func:`path_digest` (enough to check which folder a file came from, not to read
+        one), and the model is its file name only (its sha256 is stored beside)."""
+        d = _jsonable(self, path=path_digest)
+        model = self.classify.model_path
+        d["classify"]["model_path"] = None if model is None else Path(model).name
+        return d
 
-def _jsonable(obj: Any) -> Any:
+
+#: Prefix of a path recorded as its digest (:func:`path_digest`) in a file's metadata.
+PATH_DIGEST_PREFIX = "sha256:"
+
+
+def path_digest(path: Path | str) -> str:
+    """``sha256:<16 hex>`` of a path's text: provenance without the path, which may name
+    a patient. Compare with ``path_digest(Path(p).absolute())`` for a candidate folder."""
+    return PATH_DIGEST_PREFIX + hashlib.sha256(str(path).encode()).hexdigest()[:16]
+
+
+def _jsonable(obj: Any, path: Callable[[Path], Any] = str) -> Any:
     if hasattr(obj, "__dataclass_fields__"):
-        return {k: _jsonable(v) for k, v in asdict(obj).items()}
+        # fields one by one: asdict() would turn nested settings into dicts and lose the
+        # Paths inside them to plain values before ``path`` sees them
+        return {f.name: _jsonable(getattr(obj, f.name), path) for f in fields(obj)}
     if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
+        return {k: _jsonable(v, path) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [_jsonable(v, path) for v in obj]
     if isinstance(obj, Enum):
         return obj.value
     if isinstance(obj, Path):
-        return str(obj)
+        return path(obj)
     return obj

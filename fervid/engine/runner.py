@@ -517,7 +517,7 @@ def run(
     settings_hash = settings.settings_hash(sha)
     videos = discover(settings.inputs, settings.discover)
     store = OutputStore(
-        out=settings.out, class_names=spec.class_names, settings_json=settings.to_json(),
+        out=settings.out, class_names=spec.class_names, settings_json=settings.metadata_json(),
         model_sha256=sha, settings_hash=settings_hash, fervid_version=__version__,
         overwrite=settings.overwrite,
     )  # fmt: skip

@@ -120,8 +120,9 @@ def parts_root(out: Path) -> Path:
 class OutputStore:
     """The results of one run on disk (see the module docstring for the layouts).
 
-    ``settings_json`` (the fully resolved run settings), ``fervid_version``,
-    ``model_sha256`` and ``settings_hash`` go into every file's Parquet key-value metadata.
+    ``settings_json`` (the run settings without paths, ``RunSettings.metadata_json``),
+    ``fervid_version``, ``model_sha256`` and ``settings_hash`` go into every file's Parquet
+    key-value metadata.
     A video is skipped when it is already done (``ok``/``ok_with_warnings``) with the
     same ``settings_hash``, unless ``overwrite``; failed videos and videos done with other
     settings are redone, their rows replaced by a new result but never by a failure
