@@ -8,18 +8,36 @@ SIGTERM after writing everything finished (a rerun resumes).
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import json
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from fervid.errors import FervidError
-from fervid.settings import Detector, Device, ExecutorKind, Smoothing
+from fervid.config import (
+    BY_KEY,
+    DEFAULT_CONFIG,
+    OPTIONS,
+    PANEL_OUTPUT,
+    Option,
+    Resolved,
+    coerce,
+    find_config,
+    layer,
+    load_config,
+    read_env,
+    run_settings,
+    show_value,
+    template,
+)
+from fervid.errors import ConfigError, FervidError
+from fervid.settings import ExecutorKind
 
 EXIT_OK, EXIT_USAGE, EXIT_FAILED_VIDEOS = 0, 2, 3
 E = TypeVar("E", bound=Enum)
@@ -28,8 +46,52 @@ E = TypeVar("E", bound=Enum)
 EXIT_OUTPUT = 4
 EXIT_SIGINT, EXIT_SIGTERM = 130, 143  # 128 + signal number, as shells report them
 
+
+def _plain_metavars(params: list[Any]) -> None:
+    """No ``<bool>`` beside a flag and no ``<list[...]>`` beside a repeatable option:
+    typer prints its annotation as the value's type, which reads as if a flag took a
+    value (``--help <bool>``) and shows Python types to people who never wrote any."""
+    for p in params:  # typer's vendored click: told apart by attributes
+        if getattr(p, "is_flag", False):
+            p.metavar = ""
+        elif getattr(p, "multiple", False) and p.metavar is None:
+            p.metavar = f"<{p.name}>"
+        elif getattr(p, "nargs", 1) != 1 and not getattr(p, "_plain", False):
+            # an argument taking several values: "<path>..." (its metavar is only its name)
+            label = p.display_type_rich
+            p.display_type_rich = lambda ctx, label=label: (
+                label(ctx).replace("list[", "").replace("]", "").lower() + "..."
+            )
+            p._plain = True
+
+
+class _Command(typer.core.TyperCommand):
+    def get_params(self, ctx: Any) -> list[Any]:
+        params = super().get_params(ctx)
+        _plain_metavars(params)
+        return params
+
+
+class _Group(typer.core.TyperGroup):
+    """Every command and option of the CLI, help and completion options included,
+    through :func:`_plain_metavars`."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params = super().get_params(ctx)
+        _plain_metavars(params)
+        return params
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        cmd = super().get_command(ctx, cmd_name)
+        if cmd is not None:
+            help_option = cmd.get_help_option(ctx)
+            _plain_metavars([*cmd.params, *([help_option] if help_option else [])])
+        return cmd
+
+
 app = typer.Typer(
     name="fervid",
+    cls=_Group,
     help="Batch facial-emotion timelines from recorded video.",
     no_args_is_help=True,
     add_completion=True,  # --install-completion / --show-completion; choices complete too
@@ -130,202 +192,120 @@ def _show_library_warnings() -> None:
         logger.addHandler(handler)  # root has no handler here, so nothing prints twice
 
 
-@app.command()
-def process(
-    inputs: Annotated[
-        list[Path], typer.Argument(help="Video files, directories (recursive) or glob patterns.")
-    ],
-    out: Annotated[
-        Path,
-        typer.Option(
-            "--out",
-            "-o",
-            help="results.parquet (one file per table) or a directory/ (one file per video).",
-        ),
-    ],
-    fps: Annotated[
-        float | None, typer.Option(help="Frames per second to sample, by timestamp. Default 2.")
-    ] = None,
-    every_n: Annotated[
-        int | None, typer.Option("--every-n", help="Sample every n-th frame instead of --fps.")
-    ] = None,
-    ext: Annotated[
-        list[str] | None,
-        typer.Option("--ext", help="Video extension to look for (repeatable), e.g. --ext .mts"),
-    ] = None,
-    id_pattern: Annotated[
-        str | None,
-        typer.Option(
-            "--id-pattern", help='Fields from the path, e.g. "{subject}/{session_date}_{name}.mp4".'
-        ),
-    ] = None,
-    model: Annotated[
-        Path | None,
-        typer.Option(help="Model file (.safetensors). Default: the model shipped with fervid."),
-    ] = None,
-    device: Annotated[
-        str, typer.Option(help="Where the classifier runs.", **_choices(_values(Device)))
-    ] = "auto",
-    batch_size: Annotated[
-        int, typer.Option("--batch-size", help="Faces per classifier batch.")
-    ] = 64,
-    detector: Annotated[
-        str,
-        typer.Option(
-            help="Face detector: yunet (5 landmarks, OpenCV 4.8+/5) or res10 (OpenCV 4).",
-            **_choices(_values(Detector)),
-        ),
-    ] = "yunet",
-    det_threshold: Annotated[
-        float, typer.Option("--det-threshold", help="Face detector score threshold (0-1).")
-    ] = 0.6,
-    det_nms: Annotated[
-        float, typer.Option("--det-nms", help="Boxes overlapping more than this IoU are one face.")
-    ] = 0.3,
-    det_long_side: Annotated[
-        int,
-        typer.Option("--det-long-side", help="YuNet sees frames scaled to this longer side (px)."),
-    ] = 320,
-    align: Annotated[
-        str,
-        typer.Option(
-            help="on: warp faces onto the FER landmark template; off: square box crop.",
-            **_choices(["on", "off"]),
-        ),
-    ] = "on",
-    min_face: Annotated[
-        int, typer.Option("--min-face", help="Ignore faces smaller than this many pixels.")
-    ] = 40,
-    margin: Annotated[
-        float, typer.Option(help="Crop margin, fraction of the face box on each side.")
-    ] = 0.1,
-    smoothing: Annotated[
-        str, typer.Option(help="Smoothing over time.", **_choices(_values(Smoothing)))
-    ] = "ema",
-    smoothing_seconds: Annotated[
-        float, typer.Option("--smoothing-seconds", help="Smoothing time constant (s).")
-    ] = 1.5,
-    min_segment_seconds: Annotated[
-        float, typer.Option("--min-segment-seconds", help="Shortest emotion segment (s).")
-    ] = 1.0,
-    hysteresis: Annotated[
-        float, typer.Option(help="Probability margin a new emotion needs to start a segment.")
-    ] = 0.1,
-    max_gap_seconds: Annotated[
-        float,
-        typer.Option(
-            "--max-gap-seconds", help="A face unseen longer than this starts a new track."
-        ),
-    ] = 2.0,
-    workers: Annotated[
-        int | None, typer.Option(help="Parallel video workers (default: all cores).")
-    ] = None,
-    ray_address: Annotated[
-        str | None,
-        typer.Option(
-            "--ray-address", help="Attach to a running Ray cluster (host:port of its GCS)."
-        ),
-    ] = None,
-    executor: Annotated[
-        str,
-        typer.Option(
-            help="auto (in-process up to 2 minutes of video, Ray above), local or ray.",
-            **_choices(_values(ExecutorKind)),
-        ),
-    ] = "auto",
-    gpus: Annotated[
-        int | None,
-        typer.Option(help="Classifier actors, one per GPU (default: every GPU; 0: CPU)."),
-    ] = None,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", metavar=FLAG, help="Redo videos already in the output.")
-    ] = False,
-    chunk_seconds: Annotated[
-        float,
-        typer.Option(
-            "--chunk-seconds",
-            help="Split videos longer than this into chunks run in parallel (0: never).",
-        ),
-    ] = 300.0,
-    save_crops: Annotated[
-        Path | None,
-        typer.Option(
-            "--save-crops",
-            help="Also write the face crops the model saw, as PNG, under this folder.",
-        ),
-    ] = None,
-    keep_empty_frames: Annotated[
-        bool,
-        typer.Option(
-            "--keep-empty-frames",
-            metavar=FLAG,
-            help="Also write a frames row (face_found false) for sampled frames without a face.",
-        ),
-    ] = False,
-    local: Annotated[
-        bool,
-        typer.Option(
-            "--local", hidden=True, metavar=FLAG, help="Run in-process without Ray (debugging)."
-        ),
-    ] = False,
-    quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", metavar=FLAG, help="No progress bar.")
-    ] = False,
-    json_summary: Annotated[
-        bool,
-        typer.Option("--json", metavar=FLAG, help="Print a machine-readable summary on stdout."),
-    ] = False,
-) -> None:
-    """Analyse videos and write per-frame, per-segment and per-video emotion tables."""
-    from fervid import settings as s
+# --------------------------------------------------------------------------- process
+# `fervid process`'s options are built from fervid.config.OPTIONS (names, types, help,
+# panels and defaults declared once); which level each value comes from (command line,
+# environment, config file, default) is decided by fervid.config.layer, as in the API.
+_CLI_TYPES: dict[str, type] = {"float": float, "int": int, "str": str, "bool": bool,
+                               "path": Path, "list": list[str], "choice": str, "onoff": str}  # fmt: skip
 
+
+def _option_parameter(option: Option) -> inspect.Parameter:
+    default = option.default
+    kind = _CLI_TYPES[option.kind]
+    decls = [option.flag]
+    extra: dict[str, Any] = {}
+    if option.kind == "bool":
+        decls = [f"{option.flag}/--no-{option.flag[2:]}"]
+        extra["show_default"] = False
+    if option.choices:
+        extra.update(_choices(list(option.choices)))
+    if option.kind == "list":  # shown once, not as a repeated default per extension
+        extra["show_default"] = " ".join(default)
+        default = None
+    elif default is None:
+        extra["show_default"] = option.default_text or False
+    annotation: Any = kind | None if default is None else kind
+    info = typer.Option(*decls, help=option.help, rich_help_panel=option.panel, **extra)
+    return inspect.Parameter(
+        option.key, inspect.Parameter.KEYWORD_ONLY, default=default,
+        annotation=Annotated[annotation, info],
+    )  # fmt: skip
+
+
+def _kw(name: str, annotation: Any, default: Any = inspect.Parameter.empty) -> inspect.Parameter:
+    return inspect.Parameter(
+        name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation
+    )
+
+
+_CONFIG_OPTION = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help=f"Settings file (TOML, \\[process] table). Default: ./{DEFAULT_CONFIG} when there "
+        "is one. Precedence: command line > FERVID_PROCESS_* environment > file > defaults.",
+        rich_help_panel=PANEL_OUTPUT,
+    ),
+]
+
+
+def _resolve(ctx: typer.Context, config: Path | None, options: dict[str, Any]) -> Resolved:
+    """Every option's value and source: the command line's, else the environment's,
+    else the config file's, else the default (one line and exit 2 on a bad one)."""
     try:
-        # checked even when --local overrides it: a typo is never silently ignored
-        kind = _enum(s.ExecutorKind, executor, "--executor")
-        settings = s.RunSettings(
-            inputs=tuple(inputs),
-            out=out,
-            discover=s.DiscoverSettings(
-                extensions=tuple(e if e.startswith(".") else f".{e}" for e in ext)
-                if ext
-                else s.DEFAULT_EXTENSIONS,
-                id_pattern=id_pattern,
-            ),
-            sample=s.SampleSettings(
-                fps=fps if fps is not None or every_n is not None else 2.0, every_n=every_n
-            ),
-            detect=s.DetectSettings(
-                detector=_enum(s.Detector, detector, "--detector"),
-                score_threshold=det_threshold,
-                min_face_px=min_face,
-                nms_iou=det_nms,
-                long_side=det_long_side,
-            ),
-            crop=s.CropSettings(margin=margin, align=_on_off(align, "--align")),
-            classify=s.ClassifySettings(
-                model_path=model, device=_enum(s.Device, device, "--device"), batch_size=batch_size
-            ),
-            track=s.TrackSettings(max_gap_s=max_gap_seconds),
-            smooth=s.SmoothSettings(
-                method=_enum(s.Smoothing, smoothing, "--smoothing"),
-                seconds=smoothing_seconds,
-                min_segment_s=min_segment_seconds,
-                hysteresis=hysteresis,
-            ),
-            overwrite=overwrite,
-            workers=workers,
-            ray_address=ray_address,
-            executor=s.ExecutorKind.LOCAL if local else kind,
-            gpus=gpus,
-            chunk_seconds=chunk_seconds,
-            save_crops=save_crops,
-            keep_empty_frames=keep_empty_frames,
-        )
+        given = {  # typer's vendored click: its ParameterSource, told by name
+            key: coerce(BY_KEY[key], value, BY_KEY[key].flag)
+            for key, value in options.items()
+            if getattr(ctx.get_parameter_source(key), "name", None) == "COMMANDLINE"
+        }
+        path = find_config(config)
+        file = load_config(path) if path is not None else None
+        return layer(given=given, env=read_env(), file=file, config=path)
     except FervidError as e:
         raise _fail(e) from None
 
+
+def _process(
+    ctx: typer.Context,
+    inputs: list[Path],
+    out: Path,
+    config: Path | None,
+    quiet: bool,
+    json_summary: bool,
+    local: bool,
+    **options: Any,
+) -> None:
+    """Analyse videos and write per-frame, per-segment and per-video emotion tables."""
+    resolved = _resolve(ctx, config, options)
+    try:
+        settings = run_settings(inputs, out, resolved)
+        if local:  # hidden debugging switch; --executor was still checked above
+            settings = dataclasses.replace(settings, executor=ExecutorKind.LOCAL)
+    except FervidError as e:
+        raise _fail(e) from None
+    _run_process(settings, out, quiet=quiet, json_summary=json_summary)
+
+
+_process.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+    [
+        _kw("ctx", typer.Context),
+        _kw("inputs", Annotated[list[Path], typer.Argument(
+            help="Video files, directories (recursive) or glob patterns.", metavar="INPUT",
+            show_default=False)]),
+        *(_option_parameter(o) for o in OPTIONS if o.panel != PANEL_OUTPUT),
+        _kw("out", Annotated[Path, typer.Option(
+            "--out", "-o", rich_help_panel=PANEL_OUTPUT,
+            help="results.parquet (one file per table) or a directory/ (one file per video).")]),
+        *(_option_parameter(o) for o in OPTIONS if o.panel == PANEL_OUTPUT),
+        _kw("config", _CONFIG_OPTION, None),
+        _kw("quiet", Annotated[bool, typer.Option(
+            "--quiet", "-q", rich_help_panel=PANEL_OUTPUT,
+            help="Print only errors: no progress, no summary.")], False),
+        _kw("json_summary", Annotated[bool, typer.Option(
+            "--json", rich_help_panel=PANEL_OUTPUT,
+            help="Print a machine-readable summary on stdout.")], False),
+        _kw("local", Annotated[bool, typer.Option(
+            "--local", hidden=True, help="Run in-process without Ray (debugging).")], False),
+    ]
+)  # fmt: skip
+app.command("process", cls=_Command)(_process)
+
+
+def _run_process(settings: Any, out: Path, *, quiet: bool, json_summary: bool) -> None:
+    """Run ``settings`` with progress on stderr and exit with the run's exit code."""
     # Only now the heavy imports (numpy, pyarrow, OpenCV...): a bad option answers at once.
-    from fervid.engine.progress import RichHooks, print_summary
+    from fervid.engine.progress import RichHooks, print_failures, print_summary
     from fervid.engine.runner import RunInterrupted, Terminated, run
 
     hooks = RichHooks(console, enabled=not quiet)
@@ -338,7 +318,8 @@ def process(
     except OSError as e:  # the output's disk: read-only, full, failing
         raise _fail_io(e, out) from None
     except RunInterrupted as e:  # everything finished is on disk; a rerun resumes
-        print_summary(console, e.summary)
+        if not quiet:
+            print_summary(console, e.summary)
         console.print(e.message, highlight=False, soft_wrap=True)
         if json_summary:
             typer.echo(json.dumps(e.summary.to_json()))
@@ -346,10 +327,58 @@ def process(
     except KeyboardInterrupt as e:  # a second Ctrl-C while the output was being finalized
         console.print("interrupted; rerun to resume", highlight=False)
         raise typer.Exit(EXIT_SIGTERM if isinstance(e, Terminated) else EXIT_SIGINT) from None
-    print_summary(console, summary)
+    if quiet:
+        print_failures(console, summary)  # errors only
+    else:
+        print_summary(console, summary)
     if json_summary:
         typer.echo(json.dumps(summary.to_json()))
     raise typer.Exit(EXIT_FAILED_VIDEOS if summary.failed else EXIT_OK)
+
+
+# --------------------------------------------------------------------------- config
+config_app = typer.Typer(
+    name="config", help="Show or write the settings of `fervid process`.", cls=_Group,
+    no_args_is_help=True,
+)  # fmt: skip
+app.add_typer(config_app)
+
+
+def _config_show(ctx: typer.Context, config: Path | None, **options: Any) -> None:
+    """Print the effective settings of `fervid process` and where each came from
+    (the same options as `fervid process`: try one to see it win)."""
+    resolved = _resolve(ctx, config, options)
+    try:
+        run_settings([], "results.parquet", resolved)  # validated as a run would be
+    except FervidError as e:
+        raise _fail(e) from None
+    width = max(len(o.key) for o in OPTIONS)
+    typer.echo(f"# config file: {resolved.config or 'none'}")
+    for o in OPTIONS:
+        value = show_value(o, resolved.values[o.key])
+        typer.echo(f"{o.key:<{width}} = {value:<24} # {resolved.origin(o.key)}")
+
+
+_config_show.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+    [_kw("ctx", typer.Context), *(_option_parameter(o) for o in OPTIONS),
+     _kw("config", _CONFIG_OPTION, None)]
+)  # fmt: skip
+config_app.command("show", cls=_Command)(_config_show)
+
+
+@config_app.command("init", cls=_Command)
+def _config_init(
+    path: Annotated[Path, typer.Argument(help="File to write.")] = Path(DEFAULT_CONFIG),
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing file.")] = False,
+) -> None:
+    """Write a commented settings file with every default (all lines commented out)."""
+    if path.exists() and not force:
+        raise _fail(ConfigError(f"{path} exists; pass --force to replace it"))
+    from fervid.output.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(template(), encoding="utf-8")
+    typer.echo(str(path))
 
 
 def _enum(cls: type[E], value: str, option: str) -> E:
@@ -359,14 +388,6 @@ def _enum(cls: type[E], value: str, option: str) -> E:
         return cls(value)
     except ValueError:
         raise ConfigError(f"{option}={value!r}; expected one of {[m.value for m in cls]}") from None
-
-
-def _on_off(value: str, option: str) -> bool:
-    from fervid.errors import ConfigError
-
-    if value.lower() not in ("on", "off"):
-        raise ConfigError(f"{option}={value!r}; expected on or off")
-    return value.lower() == "on"
 
 
 @app.command("fetch-samples")
@@ -386,9 +407,7 @@ def fetch_samples_cmd(
 
 @app.command()
 def train(
-    recipe: Annotated[
-        Path, typer.Option(help="Recipe TOML file, e.g. pipelines/train_v2.toml.")
-    ],
+    recipe: Annotated[Path, typer.Option(help="Recipe TOML file, e.g. pipelines/train_v2.toml.")],
     out: Annotated[Path, typer.Option("--out", help="Run folder: checkpoints, history, model.")],
     data_root: Annotated[
         Path, typer.Option("--data-root", help="Folder the recipe's data paths are relative to.")

@@ -72,7 +72,7 @@ def process(
 ) -> Result:
     inputs = inputs if isinstance(inputs, list) else [inputs]
     local_flag = ["--local"] if local else []
-    result = cli("process", *inputs, "--out", out, "--model", model, "-q", *local_flag, *extra)
+    result = cli("process", *inputs, "--out", out, "--model", model, *local_flag, *extra)
     if result.exit_code not in (EXIT_OK, EXIT_USAGE, EXIT_FAILED_VIDEOS):  # a crash
         raise AssertionError(f"exit {result.exit_code}\n{result.output}") from result.exception
     return result
@@ -698,14 +698,37 @@ def test_version() -> None:
     assert result.stdout.strip() == f"fervid {__version__}"
 
 
-def test_help_shows_choices_and_flags_as_flags() -> None:
-    result = CliRunner().invoke(app, ["process", "--help"], env={"COLUMNS": "200"})
-    assert result.exit_code == EXIT_OK
-    rows = {ln.split()[1]: ln for ln in result.stdout.splitlines() if ln.startswith("│    --")}
+#: Every command's help, as `fervid ... --help` prints it.
+COMMANDS = [[], ["process"], ["fetch-samples"], ["train"], ["evaluate"], ["summarize"],
+            ["trends"], ["report"], ["config"], ["config", "show"], ["config", "init"]]  # fmt: skip
+
+
+def help_text(*command: str) -> str:
+    result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == EXIT_OK, result.output
+    return result.stdout
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "fervid")
+def test_help_shows_no_python_types(command: list[str]) -> None:
+    """Flags show no value (`--help <bool>` read as if it took one) and repeatable
+    options and arguments no `list[...]`, on every command, --help and completion too."""
+    text = help_text(*command)
+    assert "--help" in text
+    assert "<bool>" not in text
+    assert "list[" not in text
+
+
+def test_process_help_groups_options_and_shows_defaults() -> None:
+    text = help_text("process")
+    rows = {ln.split()[1]: ln for ln in text.splitlines() if ln.startswith("│ ") and "--" in ln}
     for option, choices in [("--device", "[auto|cpu|cuda]"), ("--smoothing", "[ema|none]")]:
         assert choices in rows[option], rows[option]
-    for flag in ("--overwrite", "--json", "--keep-empty-frames"):
-        assert "<bool>" not in rows[flag], rows[flag]
+    assert "[default: 2.0]" in rows["--fps"]
+    assert "[default: (all cores)]" in rows["--workers"]
+    panels = re.findall(r"╭─ (.+?) ─", text)
+    assert panels == ["Arguments", "Options", "Input and sampling", "Detection", "Model",
+                      "Tracking and smoothing", "Engine", "Output"]  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -32,7 +32,7 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def process(inputs: Path, out: Path, model: Path, *extra: object) -> Result:
-    args = ["process", inputs, "--out", out, "--model", model, "-q", "--local", "--json", *extra]
+    args = ["process", inputs, "--out", out, "--model", model, "--local", "--json", *extra]
     return CliRunner().invoke(app, [str(a) for a in args])
 
 

@@ -102,14 +102,7 @@ def print_summary(console: Console, s: RunSummary) -> None:
     t.add_row("wall time", f"{s.wall_s:.1f} s")
     t.add_row("real-time factor", f"{s.realtime_factor:.2f}x")
     console.print(t)
-    for path, err in s.failed:
-        _print_failed(console, path, err)
-    if s.kept:  # failed in this run, but the result an earlier run made is still there
-        console.print(
-            f"[yellow]kept[/] previous result for {len(s.kept)} video(s) whose rerun failed: "
-            f"{escape(', '.join(s.kept))}",
-            highlight=False, soft_wrap=True,
-        )  # fmt: skip
+    print_failures(console, s)
     for line in s.warnings:  # logged when found; repeated here so the end of a log has it
         console.print(f"[yellow]warning[/] {escape(line)}", highlight=False, soft_wrap=True)
     if s.id_pattern_unmatched:  # these rows have no subject: they never enter a trend
@@ -122,6 +115,19 @@ def print_summary(console: Console, s: RunSummary) -> None:
             console.print(f"  {escape(unmatched)}", highlight=False, soft_wrap=True)
     for name, written in s.outputs.items():
         console.print(f"{name}: {escape(str(written))}", highlight=False, soft_wrap=True)
+
+
+def print_failures(console: Console, s: RunSummary) -> None:
+    """The failed videos, one line each, and the earlier results kept for them: all
+    that ``--quiet`` prints of a run."""
+    for path, err in s.failed:
+        _print_failed(console, path, err)
+    if s.kept:  # failed in this run, but the result an earlier run made is still there
+        console.print(
+            f"[yellow]kept[/] previous result for {len(s.kept)} video(s) whose rerun failed: "
+            f"{escape(', '.join(s.kept))}",
+            highlight=False, soft_wrap=True,
+        )  # fmt: skip
 
 
 def _print_failed(console: Console, path: str, error: str) -> None:
