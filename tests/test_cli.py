@@ -700,7 +700,7 @@ def test_version() -> None:
 
 #: Every command's help, as `fervid ... --help` prints it.
 COMMANDS = [[], ["process"], ["fetch-samples"], ["train"], ["evaluate"], ["summarize"],
-            ["trends"], ["report"], ["config"], ["config", "show"], ["config", "init"]]  # fmt: skip
+            ["trends"], ["report"], ["nightly"], ["config"], ["config", "show"], ["config", "init"]]  # fmt: skip
 
 
 def help_text(*command: str) -> str:
