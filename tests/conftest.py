@@ -4,7 +4,7 @@ Fixture names are stable; other test modules rely on them.
 
 ``decord_fails_on_second_batch`` (function)
     Patches :mod:`fervid.extract.decode` so decord is preferred and its second frame batch
-    raises ``_DecordFailed``, as a read error mid-stream would.
+    raises ``DecordFailed``, as a read error mid-stream would.
 ``data_root`` (session)
     The shared FER data folder: ``$FERVID_DATA``, else ``../shared/data`` beside the
     checkout. Where it is missing (a fresh clone) the tests that need it are skipped
@@ -23,7 +23,7 @@ Fixture names are stable; other test modules rely on them.
     Factory writing a small synthetic clip with PyAV and returning its path::
 
         make_clip("a.mp4", seconds=2.0, fps=30.0, size=(160, 120), rotation=0,
-                  codec="libx264", vfr=False, audio_only=False, gop=None)
+                  codec="libx264", vfr=False, audio_only=False, gop=None, options=None)
 
     A relative path is created under the test's ``tmp_path``. Content: a red 16x16
     marker in the top-left corner of the *stored* picture (so rotation can be checked),
@@ -34,7 +34,8 @@ Fixture names are stable; other test modules rely on them.
     intervals alternate between 20 ms and 50 ms in runs of 10 frames (``fps`` then only
     sets the frame count, ``seconds * fps``). ``audio_only=True``: a 1 kHz tone and no
     video stream (AAC, or PCM when the name ends in ``.wav``). ``gop``: frames between
-    keyframes (encoder default when None).
+    keyframes (encoder default when None). ``options``: encoder options, e.g.
+    ``{"profile": "baseline"}`` (libx264's default clip has B-frames, baseline none).
     Helpers importable with ``from conftest import ...``: ``write_clip`` (same options,
     any path), ``frame_number(image)``, ``vfr_times(n)``.
 ``empty_video``, ``text_video``, ``audio_only_file``, ``truncated_video``, ``unicode_video``
@@ -76,18 +77,18 @@ _VFR_STEPS_MS = (20, 50)  # alternating frame intervals of a VFR clip, in runs o
 
 @pytest.fixture
 def decord_fails_on_second_batch(monkeypatch: pytest.MonkeyPatch) -> None:
-    from fervid.extract import decode
+    from fervid.extract import decode, decode_decord
 
-    real_batch = decode._DecordReader.batch
+    real_batch = decode_decord.DecordReader.batch
     calls = {"n": 0}
 
-    def flaky_batch(self: decode._DecordReader, indices: list[int]) -> np.ndarray:
+    def flaky_batch(self: decode_decord.DecordReader, indices: list[int]) -> np.ndarray:
         calls["n"] += 1
         if calls["n"] == 2:
-            raise decode._DecordFailed("simulated read error")
+            raise decode_decord.DecordFailed("simulated read error")
         return real_batch(self, indices)
 
-    monkeypatch.setattr(decode._DecordReader, "batch", flaky_batch)
+    monkeypatch.setattr(decode_decord.DecordReader, "batch", flaky_batch)
     monkeypatch.setattr(decode, "PREFER_DECORD", True)
 
 
@@ -182,6 +183,7 @@ def write_clip(
     vfr: bool = False,
     audio_only: bool = False,
     gop: int | None = None,
+    options: dict[str, str] | None = None,
 ) -> Path:
     """Write a synthetic clip (see the module docstring); returns ``path``."""
     path = Path(path)
@@ -198,6 +200,8 @@ def write_clip(
             stream.codec_context.gop_size = gop
             if codec == "libx264":
                 stream.options = {"g": str(gop), "keyint_min": str(gop), "sc_threshold": "0"}
+        if options:
+            stream.options = {**stream.options, **options}
         if vfr:
             stream.time_base = Fraction(1, 1000)
             stream.codec_context.time_base = Fraction(1, 1000)

@@ -33,8 +33,9 @@ from fervid.engine.runner import (
     without_crops,
 )
 from fervid.errors import ConfigError, DecodeError
-from fervid.extract import decode
+from fervid.extract import pyav_seek
 from fervid.extract.decode import FrameSampler, probe
+from fervid.extract.sampling import TIME_TOL_S
 from fervid.records import Frame, VideoFaces, VideoInfo, VideoInput
 from fervid.settings import ClassifySettings, ExecutorKind, RunSettings, SampleSettings
 
@@ -202,7 +203,7 @@ def test_chunks_every_n_on_a_real_video(sample_dir: Path) -> None:
 
 def test_pyav_range_seeks_to_the_keyframe_before_it(sample_dir: Path) -> None:
     # keyframes at 0, 3.003, 6.006, 9.009, 12.012, ... s (pts in 1/24000 s)
-    plan = decode._seek_plan(sample_dir / WOLF, 10.0 - decode.TIME_TOL_S, 14.0)
+    plan = pyav_seek.seek_plan(sample_dir / WOLF, 10.0 - TIME_TOL_S, 14.0)
     assert plan is not None
     assert plan.seek_pts == 216216  # 9.009 s
     assert plan.first_pts == 240240  # 10.010 s, frame 240: the first at or after 10 s
@@ -217,18 +218,18 @@ def test_pyav_range_falls_back_to_decoding_from_the_start(
     path = sample_dir / WOLF
     settings = SampleSettings(fps=2.0)
     reference = list(FrameSampler(path, settings, backend="pyav", start_s=10.0, end_s=14.0))
-    real_plan = decode._seek_plan
+    real_plan = pyav_seek.seek_plan
 
-    def broken_plan(p: Path, lo: float, hi: float) -> decode._SeekPlan | None:
+    def broken_plan(p: Path, lo: float, hi: float) -> pyav_seek.SeekPlan | None:
         plan = real_plan(p, lo, hi)
         assert plan is not None
         if failure == "unindexable":  # e.g. a raw stream whose packets carry no timestamps
             return None
-        return decode._SeekPlan(  # a seek that lands past the range's first frame
+        return pyav_seek.SeekPlan(  # a seek that lands past the range's first frame
             pts=plan.pts, times=plan.times, seek_pts=288288, first_pts=plan.first_pts
         )
 
-    monkeypatch.setattr(decode, "_seek_plan", broken_plan)
+    monkeypatch.setattr(pyav_seek, "seek_plan", broken_plan)
     sampler = FrameSampler(path, settings, backend="pyav", start_s=10.0, end_s=14.0)
     frames = list(sampler)
     _assert_same_frames(reference, frames)

@@ -12,7 +12,7 @@ import pytest
 from conftest import frame_number, vfr_times
 
 from fervid.errors import ConfigError, DecodeError
-from fervid.extract import decode
+from fervid.extract import decode, decode_decord, filecheck, pyav_seek, sampling
 from fervid.extract.decode import Backend, FrameSampler, probe
 from fervid.records import Frame, decode_error_count
 from fervid.settings import SampleSettings
@@ -217,7 +217,7 @@ def test_chunks_cover_whole_keyframe_intervals(
     picked: list[int], chunk_size: int, expected: list[tuple[list[int], bool]]
 ) -> None:
     # keyframes every 10 frames; a chunk may be reset after only when it ends an interval
-    assert decode._chunks_by_keyframe(picked, lambda i: i // 10, chunk_size) == expected
+    assert decode_decord.chunks_by_keyframe(picked, lambda i: i // 10, chunk_size) == expected
 
 
 @pytest.mark.parametrize(
@@ -315,7 +315,7 @@ def test_permission_denied_simulated(make_clip, monkeypatch: pytest.MonkeyPatch)
             raise PermissionError(13, "Permission denied", str(p))
         return real_open(p, *args, **kwargs)
 
-    monkeypatch.setattr(decode, "open", deny, raising=False)  # as chmod 000 does for non-root
+    monkeypatch.setattr(filecheck, "open", deny, raising=False)  # as chmod 000 does for non-root
     with pytest.raises(DecodeError, match="permission denied; make the file readable"):
         probe(path)
 
@@ -363,12 +363,12 @@ def test_unicode_path(unicode_video: Path) -> None:
 
 def test_selector_tolerates_float32_times() -> None:
     # decord reports float32 seconds: 0.5 s may arrive as 0.49999997.
-    sel = decode._Selector(SampleSettings(fps=2.0))
+    sel = sampling.Selector(SampleSettings(fps=2.0))
     taken = [
         sel.take(i, float(np.float32(t))) for i, t in enumerate([0.0, 0.25, 0.5 - 3e-8, 0.75, 1.0])
     ]
     assert taken == [True, False, True, False, True]
-    assert math.isclose(decode.TIME_TOL_S, 5e-4)
+    assert math.isclose(sampling.TIME_TOL_S, 5e-4)
 
 
 # --------------------------------------------------------------------------- damage, seeking
@@ -433,7 +433,7 @@ def test_pyav_range_seeks_by_the_index_and_reads_only_its_part(
     whole = list(FrameSampler(path, settings, info, backend="pyav"))
     expected = [(f.frame_index, f.timestamp_s) for f in whole if 50.0 <= f.timestamp_s < 55.0]
     assert [(f.frame_index, f.timestamp_s) for f in late] == expected
-    monkeypatch.setattr(decode, "_index_dts", lambda stream: None)  # the demux plan instead
+    monkeypatch.setattr(pyav_seek, "index_dts", lambda stream: None)  # the demux plan instead
     planned: list[Frame] = []
     by_plan = _read_bytes_during(lambda: planned.extend(late_range()))
     assert [(f.frame_index, f.timestamp_s) for f in planned] == expected
@@ -479,4 +479,4 @@ def test_still_image_renamed_mp4_is_not_a_video(
     ],
 )
 def test_still_kind(head: bytes, kind: str | None) -> None:
-    assert decode._still_kind(head) == kind
+    assert filecheck.still_kind(head) == kind
