@@ -289,3 +289,35 @@ def _python(code: str, *, timeout: float) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     return r
+
+
+def _import_cycles(package: str) -> list[list[str]]:
+    """Cycles among the modules of ``package`` (every import, lazy ones included)."""
+    mods = set(modules_of(package))
+    graph = {
+        m: {i for i, _, _ in imports_of(PACKAGE.parent / (m.replace(".", "/") + ".py"))} & mods
+        for m in mods
+        if not m.endswith(package)  # the package's __init__
+    }
+    cycles, state = [], dict.fromkeys(graph, 0)  # 0 new, 1 on the path, 2 done
+
+    def visit(m: str, path: list[str]) -> None:
+        state[m] = 1
+        for n in sorted(graph.get(m, ())):
+            if state.get(n) == 1:
+                cycles.append([*path[path.index(n) :], n])
+            elif state.get(n) == 0:
+                visit(n, [*path, n])
+        state[m] = 2
+
+    for m in sorted(graph):
+        if state[m] == 0:
+            visit(m, [m])
+    return cycles
+
+
+@pytest.mark.parametrize("package", ["engine", "extract"])
+def test_no_import_cycles(package: str) -> None:
+    # the executor protocol and the task records sit in engine/tasks.py, which the run
+    # loop and the Ray executor both import; the decoder backends share decode_base.py
+    assert _import_cycles(package) == []

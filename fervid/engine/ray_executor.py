@@ -1,6 +1,6 @@
 """The Ray executor: extraction tasks on CPU workers streaming into classifier actors.
 
-Per chunk, a Ray task (``num_cpus=1``) runs :func:`~fervid.engine.runner.extract_video`
+Per chunk, a Ray task (``num_cpus=1``) runs :func:`~fervid.engine.stages.extract_video`
 and returns the chunk's :class:`~fervid.records.VideoFaces` into the object store. The
 driver never fetches it (``ray.wait(fetch_local=False)``): it passes the object
 reference to a classifier actor, so the crops go worker -> actor, node to node, and
@@ -28,17 +28,17 @@ from typing import Any
 
 import numpy as np
 
+from fervid.engine.interrupt import reinstall_sigterm_handler
 from fervid.engine.model_ref import ModelRef
 from fervid.engine.ray_setup import RayStartError, start_ray
-from fervid.engine.runner import (
+from fervid.engine.stages import extract_video
+from fervid.engine.tasks import (
     ChunkDone,
     ChunkFailed,
     ChunkOutcome,
     ChunkTask,
     Hooks,
     NullHooks,
-    extract_video,
-    reinstall_sigterm_handler,
     without_crops,
 )
 from fervid.errors import ConfigError, ModelError

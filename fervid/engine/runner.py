@@ -9,7 +9,9 @@ segments (:func:`finish_video`) and writes the video. So nothing finished is los
 the run stops, and a rerun resumes a long recording from its last finished chunk.
 Chunks sample on the whole video's grid, so the merged result equals an unchunked run.
 
-Executors: :class:`LocalExecutor` (in-process) here, ``RayExecutor`` in
+The stages are in :mod:`fervid.engine.stages`, the task records, the executor protocol
+and the hooks in :mod:`fervid.engine.tasks`. Executors: :class:`LocalExecutor`
+(in-process) here, ``RayExecutor`` in
 :mod:`fervid.engine.ray_executor` (the only module besides :mod:`fervid.engine.ray_setup`
 that imports Ray). ``--executor auto`` picks local for a small job
 (:data:`AUTO_LOCAL_MAX_SECONDS`), Ray above it; rows are identical either way.
@@ -17,165 +19,72 @@ that imports Ray). ``--executor auto`` picks local for a small job
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import math
 import os
-import signal
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from fervid import __version__
 from fervid.engine.chunk_store import ChunkStore
+from fervid.engine.interrupt import Terminated, sigterm_as_interrupt
 from fervid.engine.model_ref import ModelRef, load_verified
+from fervid.engine.stages import (
+    MIN_SPLIT_SECONDS,
+    chunk_length,
+    extract_video,
+    finish_video,
+    merge_video_faces,
+    plan_chunks,
+)
+from fervid.engine.tasks import (
+    Chunk,
+    ChunkDone,
+    ChunkFailed,
+    ChunkOutcome,
+    ChunkTask,
+    Executor,
+    Hooks,
+    NullHooks,
+    without_crops,
+)
 from fervid.errors import FervidError
 from fervid.model.spec import ModelSpec
-from fervid.records import VideoFaces, VideoInfo, VideoInput, VideoResult
-from fervid.settings import ExecutorKind, RunSettings, check_chunk_seconds
+from fervid.records import VideoFaces, VideoInfo, VideoInput
+from fervid.settings import ExecutorKind, RunSettings
 
-Chunk = tuple[float, float | None]  # [start_s, end_s) in seconds; end None: to the end
-
-
-# --------------------------------------------------------------------------- per-video stages
-def plan_chunks(info: VideoInfo, chunk_seconds: float) -> list[Chunk]:
-    """The time ranges ``[start_s, end_s)`` (seconds) one video is extracted in, in order.
-
-    Boundaries fall on multiples of ``chunk_seconds``; a remainder shorter than half a
-    chunk joins the last chunk, so no task is tiny. The last range ends at None (wherever
-    decoding finds the end, which may differ from the stated ``duration_s``). Returns
-    ``[(0.0, None)]`` when ``chunk_seconds`` is 0, the video is shorter than 1.5 chunks,
-    or its duration is unknown (0). Raises :class:`ConfigError` for a ``chunk_seconds``
-    that is negative, not finite, or below ``settings.MIN_CHUNK_SECONDS``.
-    """
-    check_chunk_seconds(chunk_seconds)
-    duration = info.duration_s
-    if chunk_seconds == 0 or not (math.isfinite(duration) and duration > 0):
-        return [(0.0, None)]
-    n = max(1, math.floor(duration / chunk_seconds + 0.5))
-    starts = [k * chunk_seconds for k in range(n)]
-    return [(a, starts[k + 1] if k + 1 < n else None) for k, a in enumerate(starts)]
-
-
-def extract_video(
-    video: VideoInput,
-    settings: RunSettings,
-    spec: ModelSpec,
-    *,
-    start_s: float = 0.0,
-    end_s: float | None = None,
-    info: VideoInfo | None = None,
-) -> VideoFaces:
-    """decode -> sample -> detect -> crop for one video, streaming frame by frame.
-
-    ``start_s``/``end_s`` restrict it to the sampled frames with ``start_s <= timestamp
-    < end_s`` (seconds; None: to the end), one chunk of :func:`plan_chunks`: chunks
-    sample on the whole video's grid, so :func:`merge_video_faces` of consecutive chunks
-    equals the whole video. ``info``: the video's probe, when already known (chunks of
-    one video share it); probed here when None.
-    """
-    from fervid.extract.crop import crop_faces
-    from fervid.extract.crop_export import save_frame_crops
-    from fervid.extract.decode import FrameSampler, probe
-    from fervid.extract.detect import FaceDetector
-    from fervid.extract.quality import measure_faces
-    from fervid.records import FaceQuality
-
-    t0 = time.perf_counter()
-    if info is None:
-        info = probe(video.path)  # VideoInfo: size after rotation, fps, duration
-    sampler = FrameSampler(video.path, settings.sample, info, start_s=start_s, end_s=end_s)
-    detector = FaceDetector(settings=settings.detect)
-    sampled_idx, sampled_ts = [], []
-    f_idx, f_ts, boxes, scores, crops = [], [], [], [], []
-    quality: list[FaceQuality] = []  # per frame: its faces' landmarks, size, blur, pose
-    t_detect = 0.0
-    for frame in sampler:  # Frame: BGR (H, W, 3), frame_index, timestamp_s
-        sampled_idx.append(frame.frame_index)
-        sampled_ts.append(frame.timestamp_s)
-        td = time.perf_counter()
-        dets = detector(frame.image)  # Detections: (m, 4) xyxy px, (m,) scores
-        faces = crop_faces(frame.image, dets, settings.crop, spec)  # (m, S, S) uint8
-        quality.append(measure_faces(dets, faces, sampler.scale))  # (m,) displayed-frame px
-        t_detect += time.perf_counter() - td
-        for j in range(len(dets)):
-            f_idx.append(frame.frame_index)
-            f_ts.append(frame.timestamp_s)
-            boxes.append(dets.boxes[j] / sampler.scale)  # back to displayed-frame pixels
-            scores.append(dets.scores[j])
-            crops.append(faces[j])
-        if settings.save_crops is not None:
-            save_frame_crops(settings.save_crops, video.video_id, frame.frame_index, faces)
-    total = time.perf_counter() - t0
-    crop_shape = (spec.input_size, spec.input_size) + (() if spec.channels == "gray" else (3,))
-    return VideoFaces(
-        video=video,
-        info=info,
-        sampled_frame_index=np.asarray(sampled_idx, np.int64),
-        sampled_timestamp_s=np.asarray(sampled_ts, np.float64),
-        frame_index=np.asarray(f_idx, np.int64),
-        timestamp_s=np.asarray(f_ts, np.float64),
-        boxes=np.asarray(boxes, np.float32).reshape(-1, 4),
-        det_scores=np.asarray(scores, np.float32),
-        crops=np.stack(crops) if crops else np.zeros((0, *crop_shape), np.uint8),
-        warnings=tuple(sampler.warnings),
-        seconds={"extract": total, "detect_crop": t_detect, "decode": total - t_detect},
-        quality=FaceQuality.concat(quality),
-        sample_interval_s=settings.sample.interval_s(info.fps),  # once, for every consumer
-    )
-
-
-def merge_video_faces(parts: list[VideoFaces]) -> VideoFaces:
-    """One video's chunks, given in time order, as one :class:`VideoFaces`.
-
-    Per-frame and per-face arrays are concatenated; ``video``/``info`` come from the
-    first part; ``warnings`` are joined in order with repeats dropped (every chunk after
-    a file's cut-off reports the same stop); ``seconds`` are summed per key (CPU time
-    over all chunks, not wall time). Raises ValueError when ``parts`` is empty, mixes
-    videos, or is out of order (sampled frame indices must increase across parts).
-    """
-    from fervid.records import FaceQuality
-
-    if not parts:
-        raise ValueError("merge_video_faces: parts is empty; pass at least one chunk")
-    if len(parts) == 1:
-        return parts[0]
-    first = parts[0]
-    ids = sorted({p.video.video_id for p in parts})
-    if len(ids) > 1:
-        raise ValueError(f"merge_video_faces: parts come from {len(ids)} videos {ids}; pass one")
-    sampled = np.concatenate([p.sampled_frame_index for p in parts])
-    if np.any(np.diff(sampled) <= 0):
-        raise ValueError(
-            "merge_video_faces: parts overlap or are out of order (sampled_frame_index must "
-            "increase across parts); pass the chunks sorted by start time"
-        )
-    seconds: dict[str, float] = {}
-    for p in parts:
-        for key, value in p.seconds.items():
-            seconds[key] = seconds.get(key, 0.0) + value
-    return VideoFaces(
-        video=first.video,
-        info=first.info,
-        sampled_frame_index=sampled,
-        sampled_timestamp_s=np.concatenate([p.sampled_timestamp_s for p in parts]),
-        frame_index=np.concatenate([p.frame_index for p in parts]),
-        timestamp_s=np.concatenate([p.timestamp_s for p in parts]),
-        boxes=np.concatenate([p.boxes for p in parts]),
-        det_scores=np.concatenate([p.det_scores for p in parts]),
-        crops=np.concatenate([p.crops for p in parts]),
-        warnings=tuple(dict.fromkeys(w for p in parts for w in p.warnings)),
-        seconds=seconds,
-        quality=None
-        if any(p.quality is None for p in parts)
-        else FaceQuality.concat([p.quality for p in parts if p.quality is not None]),
-        sample_interval_s=first.sample_interval_s,
-    )
+# The stages and records live in their own modules (the Ray executor imports them too,
+# so neither it nor this module imports the other at load); named here for callers.
+__all__ = [
+    "MIN_SPLIT_SECONDS",
+    "Chunk",
+    "ChunkDone",
+    "ChunkFailed",
+    "ChunkOutcome",
+    "ChunkTask",
+    "Executor",
+    "Hooks",
+    "LocalExecutor",
+    "NullHooks",
+    "RunInterrupted",
+    "RunSummary",
+    "Terminated",
+    "choose_executor",
+    "chunk_length",
+    "default_executor_factory",
+    "error_message",
+    "extract_video",
+    "finish_video",
+    "merge_video_faces",
+    "plan_chunks",
+    "resolve_paths",
+    "run",
+    "without_crops",
+]  # fmt: skip
 
 
 def _with_probe_time(faces: VideoFaces, probe_s: float) -> VideoFaces:
@@ -184,113 +93,6 @@ def _with_probe_time(faces: VideoFaces, probe_s: float) -> VideoFaces:
     for key in ("extract", "decode"):
         seconds[key] = seconds.get(key, 0.0) + probe_s
     return dataclasses.replace(faces, seconds=seconds)
-
-
-def finish_video(
-    faces: VideoFaces, probs: np.ndarray, class_names: tuple[str, ...], settings: RunSettings
-) -> VideoResult:
-    """track -> smooth -> segment, per face, on one video's classified rows."""
-    from fervid.timeline.smooth import segment, smooth_probs
-    from fervid.timeline.track import assign_face_ids
-
-    face_id = assign_face_ids(
-        faces.timestamp_s, faces.frame_index, faces.boxes, settings.track
-    )  # (n,)
-    smoothed = np.zeros_like(probs)
-    segments = {}
-    interval = faces.sample_interval_s  # the videos table's sample_interval_s
-    for fid in np.unique(face_id):
-        rows = np.flatnonzero(face_id == fid)  # this face's rows, in time order
-        smoothed[rows] = smooth_probs(faces.timestamp_s[rows], probs[rows], settings.smooth)
-        segments[int(fid)] = segment(
-            faces.timestamp_s[rows],
-            smoothed[rows],
-            settings.smooth,
-            max_gap_s=settings.track.max_gap_s,
-            frame_interval_s=interval,
-        )
-    return VideoResult(
-        faces=faces, class_names=class_names, face_id=face_id.astype(np.int32),
-        probs=probs, smoothed=smoothed, segments=segments,
-    )  # fmt: skip
-
-
-#: Shortest chunk :func:`chunk_length` cuts a video into to spread it over the workers
-#: and to move the progress bar (each chunk re-opens the video and seeks by keyframe).
-MIN_SPLIT_SECONDS = 60.0
-
-
-def chunk_length(chunk_seconds: float, duration_s: float, workers: int) -> float:
-    """The chunk length a video of ``duration_s`` is planned with: ``chunk_seconds``
-    (``--chunk-seconds``; 0: never split), shortened so that the video gives every one of
-    ``workers`` (at least 2) a chunk, but never below :data:`MIN_SPLIT_SECONDS`. So a
-    2-minute recording runs as two chunks (two progress steps, two workers) and a
-    2-hour one as chunks of ``chunk_seconds``. Results are identical for any length."""
-    if chunk_seconds == 0 or not (math.isfinite(duration_s) and duration_s > 0):
-        return chunk_seconds
-    spread = max(MIN_SPLIT_SECONDS, duration_s / max(2, workers))
-    return min(chunk_seconds, spread)
-
-
-# --------------------------------------------------------------------------- chunks of work
-@dataclass(frozen=True, kw_only=True)
-class ChunkTask:
-    """One unit of work: chunk ``index`` of the ``count`` chunks of ``video``, the
-    sampled frames with ``start_s <= timestamp < end_s`` (seconds; None: to the end)."""
-
-    video: VideoInput
-    info: VideoInfo
-    index: int
-    count: int
-    start_s: float
-    end_s: float | None
-
-    @property
-    def seconds(self) -> float:
-        """Video seconds this chunk covers (for progress and ETA)."""
-        end = self.info.duration_s if self.end_s is None else self.end_s
-        return max(0.0, end - self.start_s) if math.isfinite(end) else 0.0
-
-
-@dataclass(frozen=True, kw_only=True)
-class ChunkDone:
-    """A classified chunk: ``faces`` without crops (``crops`` is ``(n, 0)``) and
-    ``probs`` float32 (n, C), one row per face, in ``faces``' order."""
-
-    task: ChunkTask
-    faces: VideoFaces
-    probs: np.ndarray
-
-
-@dataclass(frozen=True, kw_only=True)
-class ChunkFailed:
-    """A chunk that could not be extracted or classified; its video fails."""
-
-    task: ChunkTask
-    error: BaseException
-
-
-ChunkOutcome = ChunkDone | ChunkFailed
-
-
-def without_crops(faces: VideoFaces) -> VideoFaces:
-    """``faces`` with its crops dropped (``(n, 0)`` uint8): what travels back to the
-    driver and to disk once the crops are classified."""
-    return dataclasses.replace(faces, crops=np.zeros((faces.n_faces, 0), np.uint8))
-
-
-class Executor(Protocol):
-    """Extracts and classifies chunks; the driver tracks, smooths and writes."""
-
-    def run(self, tasks: list[ChunkTask]) -> Iterator[ChunkOutcome]:
-        """Every task's outcome, in completion order (not submission order)."""
-        ...
-
-    def cancel_video(self, video_id: str) -> None:
-        """Skip the video's chunks not yet done (one of its chunks failed)."""
-        ...
-
-    def close(self) -> None: ...
 
 
 class LocalExecutor:
@@ -399,42 +201,6 @@ class RunInterrupted(KeyboardInterrupt):
     def message(self) -> str:
         s = self.summary
         return f"interrupted: {s.done} done, {s.todo - s.done} not started; rerun to resume"
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised in the main thread so that it stops a run like Ctrl-C does."""
-
-
-class Hooks(Protocol):
-    """Progress reporting chosen by the caller (the CLI shows a progress bar)."""
-
-    def status(self, message: str) -> None:
-        """What the run is doing before any video progresses (e.g. starting Ray)."""
-        ...
-
-    def start(self, total: int, skipped: int, seconds: float) -> None:
-        """``total`` videos (``seconds`` of video) to process, ``skipped`` already done."""
-        ...
-
-    def chunk_done(self, video: VideoInput, seconds: float) -> None:
-        """``seconds`` more of video are classified (one chunk; finished or failed)."""
-        ...
-
-    def video_done(self, video: VideoInput, status: str, detail: str) -> None: ...
-
-
-class NullHooks:
-    def status(self, message: str) -> None:
-        pass
-
-    def start(self, total: int, skipped: int, seconds: float) -> None:
-        pass
-
-    def chunk_done(self, video: VideoInput, seconds: float) -> None:
-        pass
-
-    def video_done(self, video: VideoInput, status: str, detail: str) -> None:
-        pass
 
 
 def error_message(e: BaseException) -> str:
@@ -564,7 +330,7 @@ def run(
         hooks.video_done(faces.video, "ok", f"{faces.n_faces} faces")
 
     try:
-        with _sigterm_as_interrupt():
+        with sigterm_as_interrupt():
             todo = _select(videos, store, settings, spec, sha, settings_hash, summary)
             summary.todo = len(todo)
             jobs: dict[str, _VideoJob] = {}
@@ -685,39 +451,6 @@ def _select(
             seen[v.video_id] = v
             todo.append(v)
     return todo
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM raises :class:`Terminated` in the main thread, so a stopped service
-    finishes writing like Ctrl-C does (Ray's own handler would ``sys.exit`` with a C++
-    stack dump). Ray installs its handler in ``ray.init``, so this one is put back after
-    every chunk outcome too; restored on exit."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        raise Terminated()
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    _SIGTERM_HANDLER[0] = handler
-    try:
-        yield
-    finally:
-        _SIGTERM_HANDLER[0] = None
-        signal.signal(signal.SIGTERM, previous)
-
-
-#: The handler of the run in progress (None: none), re-installed after Ray starts.
-_SIGTERM_HANDLER: list[Callable[[int, Any], None] | None] = [None]
-
-
-def reinstall_sigterm_handler() -> None:
-    """Put the run's SIGTERM handler back (``ray.init`` replaces it with its own)."""
-    handler = _SIGTERM_HANDLER[0]
-    if handler is not None and threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, handler)
 
 
 def _short(s: str) -> str:
