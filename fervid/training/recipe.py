@@ -48,6 +48,10 @@ class OptimSettings:
     mixup_alpha: float = 0.0
     #: validation split whose NLL fits the temperature ("" = all splits pooled).
     calibrate_on: str = ""
+    #: run only the first ``run_epochs`` epochs of the ``epochs``-long schedule, then
+    #: finalize (0 = all): how a stage records that it was cut short and continued by the
+    #: next stage, so the recipe chain still reproduces what ran.
+    run_epochs: int = 0
 
     def __post_init__(self) -> None:
         try:
@@ -61,6 +65,8 @@ class OptimSettings:
             raise ConfigError(
                 "[optim] epochs >= 1, batch_size >= 2 and samples_per_epoch >= 2 expected"
             )
+        if not 0 <= self.run_epochs <= self.epochs:
+            raise ConfigError(f"[optim] run_epochs={self.run_epochs}; expected 0..epochs")
         if not self.lr > 0 or not 0 <= self.ema_decay < 1 or self.mixup_alpha < 0:
             raise ConfigError("[optim] lr > 0, 0 <= ema_decay < 1 and mixup_alpha >= 0 expected")
 
@@ -82,6 +88,11 @@ class InitSettings:
     bn_images: int = 1024
     #: sha256 the ``--init`` file must have ("" = any): the recipe names its starting point.
     weights_sha256: str = ""
+    #: how many feature modules counted from the input (0 = the stem) stay frozen, weights
+    #: and BatchNorm statistics, in every phase. At 96 px they carry most of the activations,
+    #: so not back-propagating through them is the cheapest step-time saving there is
+    #: (benchmarks/bench_train_step.py); useful when continuing a trained fervid model.
+    freeze_first: int = 0
 
     def __post_init__(self) -> None:
         from fervid.training.init import BatchNormMode
@@ -95,6 +106,8 @@ class InitSettings:
             raise ConfigError(f"[init] layer_decay={self.layer_decay}; expected in (0, 1]")
         if not 1 <= self.unfreeze_blocks <= 19:
             raise ConfigError(f"[init] unfreeze_blocks={self.unfreeze_blocks}; expected 1..19")
+        if not 0 <= self.freeze_first <= 18:
+            raise ConfigError(f"[init] freeze_first={self.freeze_first}; expected 0..18")
         if self.head_epochs < 0 or not self.head_lr > 0 or not self.finetune_lr > 0:
             raise ConfigError("[init] head_epochs >= 0 and positive head_lr/finetune_lr expected")
 
