@@ -27,3 +27,8 @@ class DetectorError(FervidError):
 
 class DataError(FervidError):
     """A training or evaluation data set is missing or not in a known layout."""
+
+
+class MissingExtraError(FervidError, ImportError):
+    """An optional feature's package is not installed; the message names the extra to
+    install (``pip install 'fervid[decord]'``)."""

@@ -690,6 +690,25 @@ def test_progress_bar_reports_failures_verbatim(
 
 
 # --------------------------------------------------------------------------- conventions
+def test_counts_say_what_they_count_and_quiet_prints_only_problems(
+    copy_sample: Callable[[str, str], Path], tmp_path: Path, model: Path
+) -> None:
+    good = copy_sample(GOOD, "in/good.mp4")
+    result = process(good, tmp_path / "a.parquet", model)
+    assert result.exit_code == EXIT_OK
+    rows = read_table(tmp_path / "a.parquet", FRAMES).num_rows
+    assert f"done good.mp4: {rows} face rows, 1 face\n" in result.stderr
+    assert re.search(r"faces \(tracked people\)\D*1\b", result.stderr)
+    quiet = process(good, tmp_path / "b.parquet", model, "--quiet")
+    assert quiet.exit_code == EXIT_OK and quiet.stderr == ""
+    (tmp_path / "in" / "notes.mp4").write_text("not a video")
+    failed = process(tmp_path / "in", tmp_path / "c.parquet", model, "-q")
+    assert failed.exit_code == EXIT_FAILED_VIDEOS
+    assert failed.stderr.splitlines() == [
+        "failed notes.mp4: notes.mp4: " + failed.stderr.split("notes.mp4: notes.mp4: ")[1].strip()
+    ]
+
+
 def test_version() -> None:
     from fervid import __version__
 

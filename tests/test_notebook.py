@@ -117,3 +117,13 @@ def _stream_text(cell: nbformat.NotebookNode) -> str:
 
 def _has_image(cell: nbformat.NotebookNode) -> bool:
     return any("image/png" in o.get("data", {}) for o in cell.outputs)
+
+
+def test_notebook_uses_the_python_api() -> None:
+    """The notebook runs fervid through its API, not by shelling out to the CLI."""
+    code = "\n".join(
+        c.source for c in nbformat.read(NOTEBOOK, as_version=4).cells if c.cell_type == "code"
+    )
+    for call in ("fervid.process(", "fervid.read(", "fervid.analyze("):
+        assert call in code, call
+    assert "subprocess" not in code

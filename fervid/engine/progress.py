@@ -97,7 +97,8 @@ def print_summary(console: Console, s: RunSummary) -> None:
     if s.id_pattern_unmatched:
         t.add_row("not matching --id-pattern", str(len(s.id_pattern_unmatched)))
     t.add_row("frames sampled", str(s.frames))
-    t.add_row("face rows", str(s.faces))
+    t.add_row("face rows", str(s.faces))  # a face in one sampled frame
+    t.add_row("faces (tracked people)", str(s.tracks))
     t.add_row("video time", f"{s.video_seconds:.1f} s")
     t.add_row("wall time", f"{s.wall_s:.1f} s")
     t.add_row("real-time factor", f"{s.realtime_factor:.2f}x")

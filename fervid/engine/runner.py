@@ -148,7 +148,8 @@ class RunSummary:
     skipped: int = 0
     id_pattern_unmatched: list[str] = field(default_factory=list)  # paths --id-pattern missed
     frames: int = 0
-    faces: int = 0
+    faces: int = 0  # face rows: a face in one sampled frame
+    tracks: int = 0  # faces: distinct face_id tracks (people), summed over videos
     video_seconds: float = 0.0
     wall_s: float = 0.0
     outputs: dict[str, Path] = field(default_factory=dict)
@@ -179,7 +180,8 @@ class RunSummary:
         return {
             "ok": self.ok, "failed": [{"path": p, "error": e} for p, e in self.failed],
             "skipped": self.skipped, "todo": self.todo, "not_done": self.todo - self.done,
-            "frames": self.frames, "faces": self.faces, "video_seconds": self.video_seconds,
+            "frames": self.frames, "faces": self.faces, "face_tracks": self.tracks,
+            "video_seconds": self.video_seconds,
             "wall_s": self.wall_s, "realtime_factor": self.realtime_factor,
             "executor": self.executor, "executor_start_s": self.executor_start_s,
             "chunks_resumed": self.chunks_resumed,
@@ -201,6 +203,11 @@ class RunInterrupted(KeyboardInterrupt):
     def message(self) -> str:
         s = self.summary
         return f"interrupted: {s.done} done, {s.todo - s.done} not started; rerun to resume"
+
+
+def counted(n: int, what: str) -> str:
+    """``"1 face"``, ``"40 face rows"``: a count that says what it counts."""
+    return f"{n} {what}{'' if n == 1 else 's'}"
 
 
 def error_message(e: BaseException) -> str:
@@ -255,9 +262,14 @@ def run(
     *,
     executor_factory: ExecutorFactory | None = None,
     hooks: Hooks | None = None,
+    store_factory: Callable[..., Any] | None = None,
 ) -> RunSummary:
     """Discover, skip what is done, probe and plan chunks, extract and classify them
     through an executor, and write each video the moment its last chunk is classified.
+
+    ``store_factory``: builds the results store from :class:`OutputStore`'s keyword
+    arguments instead of it (``fervid.analyze`` keeps everything in a
+    :class:`~fervid.output.memory.MemoryStore`); finished chunks then stay in memory too.
 
     Ctrl-C or SIGTERM: what is finished is already on disk (videos, and the chunks of
     long videos); the output is finalized and :class:`RunInterrupted` is raised.
@@ -282,12 +294,16 @@ def run(
     spec, sha = model.spec, model.sha256
     settings_hash = settings.settings_hash(sha)
     videos = discover(settings.inputs, settings.discover)
-    store = OutputStore(
+    store = (store_factory or OutputStore)(
         out=settings.out, class_names=spec.class_names, settings_json=settings.metadata_json(),
         model_sha256=sha, settings_hash=settings_hash, fervid_version=__version__,
         overwrite=settings.overwrite,
     )  # fmt: skip
-    chunks = ChunkStore(parts_root(settings.out) / ".chunks", settings_hash)
+    chunks: Any = (
+        ChunkStore(parts_root(settings.out) / ".chunks", settings_hash)
+        if store_factory is None
+        else _NoChunks()
+    )
     workers = settings.workers or os.cpu_count() or 1
     summary = RunSummary(
         id_pattern_unmatched=[v.rel_path for v in videos if v.id_pattern_matched is False]
@@ -326,8 +342,12 @@ def run(
         summary.ok += 1
         summary.frames += len(faces.sampled_frame_index)
         summary.faces += faces.n_faces
+        tracks = len(np.unique(result.face_id))
+        summary.tracks += tracks
         summary.video_seconds += faces.info.duration_s
-        hooks.video_done(faces.video, "ok", f"{faces.n_faces} faces")
+        hooks.video_done(
+            faces.video, "ok", f"{counted(faces.n_faces, 'face row')}, {counted(tracks, 'face')}"
+        )
 
     try:
         with sigterm_as_interrupt():
@@ -403,6 +423,19 @@ def run(
     if summary.interrupted:
         raise RunInterrupted(summary, summary.interrupted)
     return summary
+
+
+class _NoChunks:
+    """The chunk store of a run kept in memory: a video's chunks stay in its job only."""
+
+    def load(self, *args: Any) -> dict[int, Any]:
+        return {}
+
+    def save(self, *args: Any) -> None:
+        pass
+
+    def clear(self, video_id: str) -> None:
+        pass
 
 
 def _select(

@@ -117,6 +117,18 @@ def parts_root(out: Path) -> Path:
     return out.with_name(f".{out.name}.fervid")
 
 
+def file_metadata(
+    settings_json: dict[str, Any], model_sha256: str, settings_hash: str, fervid_version: str
+) -> dict[bytes, bytes]:
+    """The Parquet key-value metadata every results table carries (on disk or in memory)."""
+    return {
+        META_SETTINGS: json.dumps(settings_json, sort_keys=True, default=str).encode(),
+        META_VERSION: fervid_version.encode(),
+        META_MODEL_SHA256: model_sha256.encode(),
+        META_SETTINGS_HASH: settings_hash.encode(),
+    }
+
+
 class OutputStore:
     """The results of one run on disk (see the module docstring for the layouts).
 
@@ -148,12 +160,7 @@ class OutputStore:
         self.settings_hash = settings_hash
         self.overwrite = overwrite
         self.schemas = {t: schema_for(t, self.class_names) for t in TABLES}
-        self.metadata = {
-            META_SETTINGS: json.dumps(settings_json, sort_keys=True, default=str).encode(),
-            META_VERSION: fervid_version.encode(),
-            META_MODEL_SHA256: model_sha256.encode(),
-            META_SETTINGS_HASH: settings_hash.encode(),
-        }
+        self.metadata = file_metadata(settings_json, model_sha256, settings_hash, fervid_version)
         self.root = parts_root(self.out)
         self._written = 0
         self._dirty = False  # parts removed: the consolidated files must be rewritten
