@@ -49,6 +49,27 @@ def check_chunk_seconds(chunk_seconds: float) -> None:
         )
 
 
+def split_ray_address(address: str) -> tuple[str, int]:
+    """``--ray-address`` as ``(host, port)``; :class:`ConfigError` (one line, with the
+    fix) unless it is ``host:port`` of a cluster's GCS. Ray Client (``ray://``) is
+    refused by name: it would run the driver's work on the cluster's head."""
+    example = "e.g. 127.0.0.1:6379 (ray start prints it)"
+    if "://" in address:
+        raise ConfigError(
+            f"--ray-address={address}: Ray Client addresses (ray://) are not supported; "
+            f"pass the cluster's GCS address host:port, {example}"
+        )
+    host, sep, port = address.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")  # [::1]:6379
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(
+            f"--ray-address={address}; expected host:port of the cluster's GCS, {example}"
+        )
+    if any(c.isspace() or c in "/?#@" for c in host):
+        raise ConfigError(f"--ray-address={address}: {host!r} is not a host name; {example}")
+    return host, int(port)
+
+
 DEFAULT_EXTENSIONS = (
     ".mp4",
     ".mov",
@@ -301,6 +322,8 @@ class RunSettings:
             )
         if self.gpus is not None and (isinstance(self.gpus, bool) or self.gpus < 0):
             raise ConfigError(f"--gpus={self.gpus}; expected an integer >= 0 (default: all GPUs)")
+        if self.ray_address is not None:
+            split_ray_address(self.ray_address)  # the syntax now; nothing is contacted yet
         if self.executor is ExecutorKind.LOCAL and self.ray_address:
             raise ConfigError(
                 f"--executor=local with --ray-address={self.ray_address}; drop one of them"

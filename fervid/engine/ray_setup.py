@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from fervid.errors import ConfigError
+from fervid.settings import split_ray_address
 
 # Read by ray._private.ray_constants at import time (see the module docstring).
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -205,18 +206,10 @@ def _driver_ip(host: str, port: int) -> str:
 
 
 def _split_address(address: str) -> tuple[str, int]:
-    if "://" in address:
-        raise RayStartError(
-            f"--ray-address={address}: Ray Client addresses (ray://) are not supported; "
-            "pass the cluster's GCS address host:port (ray start prints it)"
-        )
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise RayStartError(
-            f"--ray-address={address}; expected host:port of the cluster's GCS, e.g. "
-            f"{LOOPBACK}:6379"
-        )
-    return host, int(port)
+    try:
+        return split_ray_address(address)
+    except ConfigError as e:
+        raise RayStartError(str(e)) from None
 
 
 def _set_env(values: dict[str, str | None]) -> dict[str, str | None]:

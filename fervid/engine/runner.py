@@ -20,6 +20,7 @@ that imports Ray). ``--executor auto`` picks local for a small job
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -275,6 +276,7 @@ def run(
     long videos); the output is finalized and :class:`RunInterrupted` is raised.
     """
     from fervid.engine.model_ref import model_ref
+    from fervid.engine.preflight import check_before_writing
     from fervid.extract.decode import probe
     from fervid.extract.discover import discover
     from fervid.output.store import OutputStore, parts_root
@@ -292,6 +294,7 @@ def run(
     assert settings.classify.model_path is not None  # resolve_paths resolved it
     model = model_ref(settings.classify.model_path)  # header + bytes; no weights loaded here
     spec, sha = model.spec, model.sha256
+    check_before_writing(settings, spec)  # device, GPUs, Ray address, --out: refuse now
     settings_hash = settings.settings_hash(sha)
     videos = discover(settings.inputs, settings.discover)
     store = (store_factory or OutputStore)(
@@ -351,7 +354,10 @@ def run(
 
     try:
         with sigterm_as_interrupt():
-            todo = _select(videos, store, settings, spec, sha, settings_hash, summary)
+            # Rows are written only once the executor has started: one that refuses the
+            # run (an attached cluster without the GPUs asked for) leaves the rows alone.
+            writes: list[Callable[[], None]] = []
+            todo = _select(videos, store, settings, spec, sha, settings_hash, summary, writes)
             summary.todo = len(todo)
             jobs: dict[str, _VideoJob] = {}
             tasks: list[ChunkTask] = []
@@ -360,7 +366,7 @@ def run(
                 try:
                     info = probe(v.path)
                 except Exception as e:
-                    write_failed(v, error_message(e))
+                    writes.append(functools.partial(write_failed, v, error_message(e)))
                     continue
                 length = chunk_length(settings.chunk_seconds, info.duration_s, workers)
                 plan = plan_chunks(info, length)
@@ -377,20 +383,19 @@ def run(
                     if k not in job.parts
                 )
             seconds = sum(t.seconds for t in tasks)
-            if tasks and settings.ray_address and executor_factory is None:
-                from fervid.engine.ray_setup import check_address
-
-                check_address(settings.ray_address)  # one line before any progress output
             hooks.start(len(todo), summary.skipped, seconds)
-            for job in list(jobs.values()):
-                if len(job.parts) == job.count:  # every chunk was on disk already
-                    write_done(job)
             if tasks:
                 factory = executor_factory or default_executor_factory(settings, seconds)
                 ts = time.perf_counter()
                 executor = factory(settings, model, hooks)
                 summary.executor_start_s = time.perf_counter() - ts
                 summary.executor = getattr(executor, "name", type(executor).__name__)
+            for write in writes:
+                write()
+            for job in list(jobs.values()):
+                if len(job.parts) == job.count:  # every chunk was on disk already
+                    write_done(job)
+            if executor is not None:
                 for outcome in executor.run(tasks):
                     job = jobs[outcome.task.video.video_id]
                     hooks.chunk_done(job.video, outcome.task.seconds)
@@ -446,8 +451,10 @@ def _select(
     sha: str,
     settings_hash: str,
     summary: RunSummary,
+    writes: list[Callable[[], None]],
 ) -> list[VideoInput]:
-    """The videos to process: not done with these settings, duplicates recorded once.
+    """The videos to process: not done with these settings, duplicates recorded once
+    (their rows appended to ``writes``, for the caller to write).
 
     A duplicate is a second path with the same content (``video_id``): another input of
     this run, or, in a later run given only the copy, the path the stored result was
@@ -455,7 +462,7 @@ def _select(
     """
     from fervid.output.tables import Identity, failed_video_table
 
-    def record_duplicate(v: VideoInput, original: str) -> None:
+    def write_duplicate(v: VideoInput, original: str) -> None:
         dup_key = v.video_id + "-dup-" + _short(v.rel_path)
         # Recorded once: rewriting it every run would give it a newer processed_at
         # than the analysed copy, which readers would take for the latest result.
@@ -467,6 +474,9 @@ def _select(
                                                  settings_hash=settings_hash, model_sha256=sha,
                                                  fervid_version=__version__, size_bytes=v.size_bytes,
                                                  class_names=spec.class_names))  # fmt: skip
+
+    def record_duplicate(v: VideoInput, original: str) -> None:
+        writes.append(functools.partial(write_duplicate, v, original))
         summary.skipped += 1
 
     seen: dict[str, VideoInput] = {}

@@ -175,8 +175,8 @@ class OutputStore:
         try:
             self._remove_leftovers()
             self._quarantine_unreadable()
-            self._check_class_names()
-            self._check_compatible()
+            _check_class_names(self.out, self.root, self.schemas)
+            _check_compatible(self.out, self.root, self.layout, self.schemas)
             if self.layout is Layout.FILE:
                 self._adopt_consolidated()
             self._done, self._paths = self._scan_completed()
@@ -429,45 +429,6 @@ class OutputStore:
             )
             log.warning("%s", self.warnings[-1])
 
-    def _check_class_names(self) -> None:
-        """Refuse to mix tables of models with different classes in one --out."""
-        for t in TABLES:
-            files = _parquet_files(self.root / t)
-            if not files:
-                continue
-            names = pq.read_schema(files[0]).names
-            # Only the class columns must agree: columns added by a later fervid version
-            # read as null from older parts.
-            if _class_names(t, names) != self.class_names:
-                raise ConfigError(
-                    f"--out={self.out} holds {t} rows with columns {names}, but this run "
-                    f"writes {self.schemas[t].names} (another model's classes?); "
-                    "choose another --out"
-                )
-
-    def _check_compatible(self) -> None:
-        """Refuse an --out holding files this fervid cannot read as its tables (a column
-        of another type, columns it does not know, a file of another table), before
-        anything is processed; files of an older fervid that lack added columns pass."""
-        paths = output_paths(self.out) if self.layout is Layout.FILE else {}
-        for t in TABLES:
-            files = _parquet_files(self.root / t) + [p for p in [paths.get(t)] if p and p.exists()]
-            for p in files:
-                try:
-                    found = pq.read_schema(p)
-                except (OSError, pa.ArrowException):  # a damaged consolidated file: rewritten
-                    continue
-                problem = schema_problem(found, self.schemas[t])
-                if problem is None:
-                    continue
-                version = (found.metadata or {}).get(META_VERSION, b"unknown").decode()
-                where = f"{t}/{p.name}" if p.parent == self.root / t else p.name
-                raise ConfigError(
-                    f"--out={self.out}: {where} cannot be read as this fervid's {t} table "
-                    f"({problem}; written by fervid {version}); upgrade fervid if it is "
-                    "newer, else move that file away or choose another --out"
-                )
-
     def _adopt_consolidated(self) -> None:
         """When consolidated files exist but the parts folder holds no videos (it was
         deleted, or the files were copied here), split the files back into parts so
@@ -476,14 +437,7 @@ class OutputStore:
         paths = output_paths(self.out)
         if self._keys(VIDEOS) or not paths[VIDEOS].exists():
             return
-        for t in TABLES:
-            if paths[t].exists() and _class_names(t, pq.read_schema(paths[t]).names) != (
-                self.class_names
-            ):
-                raise ConfigError(
-                    f"--out={self.out}: {paths[t].name} has other columns than this run writes "
-                    "(another model's classes?); choose another --out"
-                )
+        _check_consolidated(self.out, self.root, self.schemas)
         meta = {
             k: v
             for k, v in (pq.read_schema(paths[VIDEOS]).metadata or {}).items()
@@ -494,10 +448,7 @@ class OutputStore:
                 t: _read_files([paths[t]], self.schemas[t]) for t in TABLES if paths[t].exists()
             }
         except (OSError, pa.ArrowException) as e:
-            raise ConfigError(
-                f"--out={self.out}: cannot read the existing results to keep them ({e}); "
-                "move them away or choose another --out"
-            ) from e
+            raise _unreadable_consolidated(self.out, e) from None
         videos = tables[VIDEOS]
         ids = videos.column("video_id").to_pylist()
         statuses = videos.column("status").to_pylist()
@@ -594,6 +545,102 @@ class OutputStore:
         return all(
             p.stat().st_mtime_ns <= oldest for t in TABLES for p in _parquet_files(self.root / t)
         )
+
+
+# --------------------------------------------------------------------------- checks
+def check_output(out: Path, class_names: tuple[str, ...]) -> None:
+    """Refuse an ``--out`` a run with ``class_names`` could not add to, reading only:
+    the run calls it before it opens anything for writing, so a refused run leaves the
+    output byte-identical. Raises :class:`ConfigError` (one line, with the fix) for an
+    ``--out`` that is neither ``.parquet`` nor a folder, files of another model's
+    classes or of a table this fervid cannot read, and (file layout) consolidated files
+    that cannot be read as fervid's tables while no parts are there to rebuild them.
+    Part files too damaged to read are left to the store, which quarantines them."""
+    out = Path(out)
+    layout = layout_of(out)
+    root = parts_root(out)
+    schemas = {t: schema_for(t, tuple(class_names)) for t in TABLES}
+    _check_class_names(out, root, schemas)
+    _check_compatible(out, root, layout, schemas)
+    if layout is Layout.FILE and not _parquet_files(root / VIDEOS):
+        _check_consolidated(out, root, schemas)
+
+
+def _readable_schema(path: Path) -> pa.Schema | None:
+    """The schema in ``path``'s footer, or None when the footer cannot be read (a
+    damaged part: quarantined by the store)."""
+    try:
+        return pq.read_schema(path)
+    except (OSError, pa.ArrowException):
+        return None
+
+
+def _check_class_names(out: Path, root: Path, schemas: dict[str, pa.Schema]) -> None:
+    """Refuse to mix tables of models with different classes in one --out."""
+    for t in TABLES:
+        found = next(
+            (f for f in map(_readable_schema, _parquet_files(root / t)) if f is not None), None
+        )
+        if found is None:
+            continue
+        # Only the class columns must agree: columns added by a later fervid version
+        # read as null from older parts.
+        if _class_names(t, found.names) != _class_names(t, schemas[t].names):
+            raise ConfigError(
+                f"--out={out} holds {t} rows with columns {found.names}, but this run "
+                f"writes {schemas[t].names} (another model's classes?); choose another --out"
+            )
+
+
+def _check_compatible(out: Path, root: Path, layout: Layout, schemas: dict[str, pa.Schema]) -> None:
+    """Refuse an --out holding files this fervid cannot read as its tables (a column
+    of another type, columns it does not know, a file of another table), before
+    anything is processed; files of an older fervid that lack added columns pass."""
+    paths = output_paths(out) if layout is Layout.FILE else {}
+    for t in TABLES:
+        files = _parquet_files(root / t) + [p for p in [paths.get(t)] if p and p.exists()]
+        for p in files:
+            found = _readable_schema(p)
+            if found is None:  # a damaged part is quarantined, a consolidated file rewritten
+                continue
+            problem = schema_problem(found, schemas[t])
+            if problem is None:
+                continue
+            version = (found.metadata or {}).get(META_VERSION, b"unknown").decode()
+            where = f"{t}/{p.name}" if p.parent == root / t else p.name
+            raise ConfigError(
+                f"--out={out}: {where} cannot be read as this fervid's {t} table "
+                f"({problem}; written by fervid {version}); upgrade fervid if it is "
+                "newer, else move that file away or choose another --out"
+            )
+
+
+def _check_consolidated(out: Path, root: Path, schemas: dict[str, pa.Schema]) -> None:
+    """File layout without parts: the consolidated files are the only copy of the
+    results, adopted as parts by the store; refuse them unless their footers read as
+    fervid's tables of this run's classes."""
+    for t, path in output_paths(out).items():
+        if not path.exists():
+            continue
+        try:
+            names = pq.read_schema(path).names
+        except (OSError, pa.ArrowException) as e:
+            raise _unreadable_consolidated(out, e, path) from None
+        if _class_names(t, names) != _class_names(t, schemas[t].names):
+            raise ConfigError(
+                f"--out={out}: {path.name} has other columns than this run writes "
+                "(another model's classes?); choose another --out"
+            )
+
+
+def _unreadable_consolidated(out: Path, e: BaseException, path: Path | None = None) -> ConfigError:
+    what = path.name if path is not None else "the existing results"
+    others = ", ".join(p.name for p in output_paths(out).values())
+    return ConfigError(
+        f"--out={out}: {what} cannot be read as fervid's tables ({_one_line(e)}), and no "
+        f"result parts are left to rebuild it from; restore it from a backup, or move "
+        f"{others} away to start a new output there, or choose another --out"
+    )
 
 
 # --------------------------------------------------------------------------- older outputs
