@@ -28,6 +28,8 @@ TORCH_FREE_PACKAGES = ("extract", "timeline", "output", "longitudinal")
 #: Single modules with the same promise.
 TORCH_FREE_MODULES = (
     "fervid.model.spec",
+    "fervid.model.header",
+    "fervid.model.shapes",
     "fervid.model.classes",
     "fervid.settings",
     "fervid.records",
@@ -100,7 +102,7 @@ def test_model_header_is_read_without_torch(model_path: Path) -> None:
     """The driver and the workers learn the model's spec and hash from the JSON header."""
     code = (
         "import sys\n"
-        "from fervid.model.spec import read_model_header, resize_faces\n"
+        "from fervid.model.header import read_model_header\nfrom fervid.model.spec import resize_faces\n"
         "import numpy as np\n"
         f"spec, info, sha = read_model_header({str(model_path)!r})\n"
         "crops = resize_faces([np.zeros((90, 80, 3), np.uint8)], spec)\n"
@@ -112,8 +114,8 @@ def test_model_header_is_read_without_torch(model_path: Path) -> None:
 
 
 def test_header_spec_and_hash_equal_the_loaded_model(model_path: Path) -> None:
+    from fervid.model.header import read_model_header
     from fervid.model.modelfile import load_model
-    from fervid.model.spec import read_model_header
 
     spec, info, sha = read_model_header(model_path)
     loaded = load_model(model_path)

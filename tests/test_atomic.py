@@ -90,7 +90,7 @@ def test_model_save_crash_keeps_the_previous_model(
 ) -> None:
     from helpers_model import DEBUG_SPEC, make_debug_model
 
-    from fervid.model.spec import read_model_header
+    from fervid.model.header import read_model_header
 
     path = make_debug_model(tmp_path / "m.safetensors", seed=0)
     before = path.read_bytes()

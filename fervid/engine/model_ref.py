@@ -45,7 +45,7 @@ def resolve_model_path(path: Path | None) -> Path:
 def model_ref(path: Path) -> ModelRef:
     """The file at ``path`` (absolute) as a :class:`ModelRef`: header and hash only,
     no torch. Raises :class:`ModelError` when it is missing or not a fervid model file."""
-    from fervid.model.spec import read_header
+    from fervid.model.header import read_header
 
     header = read_header(path)  # raises ModelError, one line
     spec = ModelSpec.from_json(header["spec"])

@@ -18,6 +18,7 @@ from torch import nn
 
 from fervid.errors import ModelError
 from fervid.model.classes import EMOTIONS
+from fervid.model.header import read_header
 from fervid.model.spec import (
     DEFAULT_MODEL_PATH,
     FORMAT_VERSION,
@@ -27,7 +28,6 @@ from fervid.model.spec import (
     Channels,
     ModelSpec,
     file_sha256,
-    read_header,
     resolve_model_path,
 )
 from fervid.output.atomic import atomic_path

@@ -1,8 +1,9 @@
 """The model's self-description, read without torch.
 
 :class:`ModelSpec` (architecture, input size, channels, normalisation, classes,
-temperature), reading a model file's safetensors JSON header (:func:`read_model_header`)
-and the resize every face crop goes through (:func:`resize_faces`). CPU workers and the
+temperature), validated field by field (a model file is untrusted input; the header
+around it is read by :mod:`fervid.model.header`), and the resize every face crop goes
+through (:func:`resize_faces`). CPU workers and the
 driver import this module, never :mod:`fervid.model.modelfile`: a worker that unpickles
 a ``ModelSpec`` or resizes a crop must not pull torch into its process.
 """
@@ -10,9 +11,10 @@ a ``ModelSpec`` or resizes a crop must not pull torch into its process.
 from __future__ import annotations
 
 import hashlib
-import json
+import math
+import numbers
 import os
-import struct
+import re
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -31,8 +33,6 @@ DEFAULT_MODEL_PATH = Path(__file__).parent.parent / "models" / "fervid-mobilenet
 #: Environment variable naming a model file to use instead of the shipped default
 #: (a site's own fine-tuned model, set once in the service definition).
 MODEL_ENV = "FERVID_MODEL"
-#: Largest safetensors JSON header accepted; a bigger length field means "not safetensors".
-_MAX_HEADER_BYTES = 100_000_000
 
 
 class Channels(StrEnum):
@@ -68,6 +68,9 @@ class ModelSpec:
     tta_flip: bool = False
 
     def __post_init__(self) -> None:
+        # A model file is untrusted input: every field is checked for type and range here,
+        # so a hostile or broken header is one ModelError at load, never a failure inside
+        # every video (a string mean) or a huge allocation per face (input_size 60000).
         if not isinstance(self.tta_flip, bool):
             raise ModelError(f"tta_flip={self.tta_flip!r}; expected true or false")
         if self.architecture not in SUPPORTED_ARCHITECTURES:
@@ -81,14 +84,21 @@ class ModelSpec:
             raise ModelError(
                 f"channels={self.channels!r}; expected one of {[c.value for c in Channels]}"
             ) from None
-        if self.input_size < 16:
-            raise ModelError(f"input_size={self.input_size}; expected >= 16 pixels")
-        if len(self.mean) != 3 or len(self.std) != 3:
-            raise ModelError("mean and std must have 3 entries (one per network channel)")
-        if len(self.class_names) < 2:
-            raise ModelError(f"class_names={self.class_names!r}; expected at least 2 classes")
-        if not self.temperature > 0:
-            raise ModelError(f"temperature={self.temperature}; expected > 0")
+        _int_in("input_size", self.input_size, *INPUT_SIZE_RANGE, "pixels")
+        _int_in("hidden", self.hidden, 0, MAX_HIDDEN, "units (0: no hidden layer)")
+        for name, lo, hi in (("dropout", 0.0, 0.99), ("width_mult", *WIDTH_MULT_RANGE),
+                             ("temperature", 1e-3, 1e3)):  # fmt: skip
+            object.__setattr__(self, name, _number_in(name, getattr(self, name), lo, hi))
+        for name, lo, hi in (("mean", -1e3, 1e3), ("std", 1e-6, 1e3)):
+            values = getattr(self, name)
+            if not isinstance(values, tuple | list) or len(values) != 3:
+                raise ModelError(
+                    f"{name}={values!r}; mean and std must have 3 entries (one per network channel)"
+                )
+            object.__setattr__(self, name, tuple(_number_in(name, v, lo, hi) for v in values))
+        if isinstance(self.class_names, list):
+            object.__setattr__(self, "class_names", tuple(self.class_names))
+        _check_class_names(self.class_names)
 
     @property
     def num_classes(self) -> int:
@@ -119,25 +129,59 @@ class ModelSpec:
         if missing:
             raise ModelError(f"model metadata lacks required fields {sorted(missing)}")
         kwargs = {k: v for k, v in d.items() if k in known}
-        try:
-            for k in ("mean", "std", "class_names"):
-                kwargs[k] = tuple(kwargs[k])
-            for k, typ in (
-                ("input_size", int),
-                ("dropout", float),
-                ("hidden", int),
-                ("width_mult", float),
-                ("temperature", float),
-            ):
-                if k in kwargs and (
-                    isinstance(kwargs[k], (bool, str)) or not isinstance(kwargs[k], (int, float))
-                ):
-                    raise TypeError(f"{k}={kwargs[k]!r} is not a number")
-                if k in kwargs:
-                    kwargs[k] = typ(kwargs[k])
-            return cls(**kwargs)
-        except (TypeError, ValueError) as e:
-            raise ModelError(f"model metadata 'spec' is malformed: {e}") from None
+        for k in ("mean", "std", "class_names"):
+            if not isinstance(kwargs[k], list):
+                raise ModelError(
+                    f"model metadata 'spec' is malformed: {k} is {type(kwargs[k]).__name__}, "
+                    "expected a list"
+                )
+            kwargs[k] = tuple(kwargs[k])
+        for k in ("architecture", "channels"):
+            if not isinstance(kwargs[k], str):
+                raise ModelError(
+                    f"model metadata 'spec' is malformed: {k}={kwargs[k]!r} is not text"
+                )
+        return cls(**kwargs)
+
+
+#: Square input side (pixels) a model may ask for: a bigger one means an allocation per
+#: face of side² x batch floats, which a hostile header could make gigabytes.
+INPUT_SIZE_RANGE = (16, 512)
+#: Classes a model may have (each is three columns in every output table).
+CLASS_COUNT_RANGE = (2, 64)
+WIDTH_MULT_RANGE = (0.1, 2.0)
+MAX_HIDDEN = 4096
+#: A class name becomes column names (``prob_<name>``), figure labels and file names.
+_CLASS_NAME = re.compile(r"^[^\W_][\w-]{0,39}$")
+
+
+def _int_in(name: str, v: object, lo: int, hi: int, unit: str = "") -> None:
+    if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+        raise ModelError(f"{name}={v!r}; expected an integer from {lo} to {hi} {unit}".rstrip())
+
+
+def _number_in(name: str, v: object, lo: float, hi: float) -> float:
+    """``v`` as a float; :class:`ModelError` unless it is a finite real in [lo, hi]."""
+    real = isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+    if real and lo <= float(v) <= hi:  # type: ignore[arg-type]
+        return float(v)  # type: ignore[arg-type]
+    raise ModelError(f"{name}={v!r}; expected a finite number from {lo:g} to {hi:g}")
+
+
+def _check_class_names(names: object) -> None:
+    lo, hi = CLASS_COUNT_RANGE
+    if not isinstance(names, tuple) or not lo <= len(names) <= hi:
+        raise ModelError(f"class_names={names!r}; expected from {lo} to {hi} class names")
+    for n in names:
+        if not isinstance(n, str) or not _CLASS_NAME.match(n):
+            raise ModelError(
+                f"class_names has {n!r}; expected a name of letters, digits, '_' and '-' "
+                "(up to 40, starting with a letter or digit)"
+            )
+    folded = [n.casefold() for n in names]
+    twice = sorted({n for n in names if folded.count(n.casefold()) > 1})
+    if twice:  # prob_Happy and prob_happy are one column to DuckDB
+        raise ModelError(f"class_names has {twice} more than once (case-insensitively)")
 
 
 def file_sha256(path: Path) -> str:
@@ -162,60 +206,6 @@ def resolve_model_path(path: Path | None) -> Path:
                 "and pass --model PATH"
             )
     return Path(path)
-
-
-def read_header(path: Path) -> dict[str, Any]:
-    """Read and validate the fervid metadata without loading weights.
-
-    Raises :class:`ModelError` with a one-line reason when the file is missing, is not
-    safetensors, or carries no fervid metadata.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ModelError(
-            f"model file {path} does not exist; pass --model PATH to a .safetensors file"
-        )
-    with open(path, "rb") as f:
-        raw = f.read(8)
-        if len(raw) < 8:
-            raise ModelError(f"model file {path} is not a safetensors file (too short)")
-        (n,) = struct.unpack("<Q", raw)
-        if n <= 0 or n > _MAX_HEADER_BYTES:
-            raise ModelError(f"model file {path} is not a safetensors file (bad header length)")
-        try:
-            header = json.loads(f.read(n))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ModelError(f"model file {path} is not a safetensors file ({e})") from None
-    if not isinstance(header, dict):
-        raise ModelError(
-            f"model file {path} is not a safetensors file (header is not a JSON object)"
-        )
-    meta = header.get("__metadata__") or {}
-    if METADATA_KEY not in meta:
-        raise ModelError(
-            f"model file {path} is safetensors but lacks fervid metadata "
-            f"(architecture, input size, classes); save it with fervid.model.modelfile.save_model"
-        )
-    try:
-        parsed = json.loads(meta[METADATA_KEY])
-    except json.JSONDecodeError as e:
-        raise ModelError(f"model file {path}: fervid metadata is not valid JSON ({e})") from None
-    if not isinstance(parsed, dict) or "spec" not in parsed:
-        raise ModelError(f"model file {path}: fervid metadata lacks the 'spec' entry")
-    return parsed
-
-
-def read_model_header(path: Path | None) -> tuple[ModelSpec, dict[str, Any], str]:
-    """``(spec, info, sha256)`` of a model file (None: the default, see
-    :func:`resolve_model_path`), from its JSON header alone: no weights, no torch.
-
-    What the driver needs to name output columns and hash settings before any model is
-    loaded. Raises :class:`ModelError` like :func:`read_header`."""
-    path = resolve_model_path(path)
-    header = read_header(path)
-    spec = ModelSpec.from_json(header["spec"])
-    info = header.get("info")
-    return spec, info if isinstance(info, dict) else {}, file_sha256(path)
 
 
 def resize_faces(faces: list[np.ndarray] | np.ndarray, spec: ModelSpec) -> np.ndarray:

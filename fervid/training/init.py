@@ -74,7 +74,7 @@ def load_init(model: nn.Module, path: Path) -> str:
 
 def _is_fervid_model(path: Path) -> bool:
     from fervid.errors import ModelError
-    from fervid.model.spec import read_header
+    from fervid.model.header import read_header
 
     try:
         read_header(path)
