@@ -275,7 +275,8 @@ def classify_faces(
 
 def class_names(model: PathLike | None = None) -> tuple[str, ...]:
     """The classes of ``model`` (default: the shipped model), in column order."""
-    from fervid.model.spec import ModelSpec, read_header, resolve_model_path
+    from fervid.model.header import read_header
+    from fervid.model.spec import ModelSpec, resolve_model_path
 
     header = read_header(resolve_model_path(Path(model) if model is not None else None))
     return tuple(ModelSpec.from_json(header["spec"]).class_names)
