@@ -54,6 +54,13 @@ def main() -> None:
     spec = dataclasses.replace(m.spec, temperature=temperature)
     names = list(m.spec.class_names)
     info = dict(m.info)
+    # info["val"] is what the evaluation path reproduces (one view, as training selects):
+    # re-score it for the adjusted weights, and keep training's own numbers beside it
+    single = [Split(s.name, s.logits[:1], s.labels) for s in splits]
+    one_view = scores(single, bias, temperature)
+    info["val_before_adjustment"] = info.get("val")
+    info["val"] = {f"{s.name}_acc": one_view[f"{s.name}_acc"] for s in splits}
+    info["val"]["score"] = float(np.mean(list(info["val"].values())))
     info["logit_adjustment"] = {
         "offsets": dict(zip(names, [round(float(v), 4) for v in bias], strict=True)),
         "fitted_on": "fer2013/val + ferplus/FER2013Valid (majority), objective (acc + macro-F1) / 2",
