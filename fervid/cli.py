@@ -506,35 +506,146 @@ def evaluate(
         typer.echo(f"report and figures: {out}")
 
 
+# Options shared by summarize, trends, report and nightly: one LongitudinalSettings
+# (fervid.longitudinal.settings), so the four never judge the same sessions differently.
+# Defaults are the dataclasses' own (None here: "not given").
+Results = Annotated[Path, typer.Argument(help="fervid output: results.parquet or a dataset dir/.")]
+PatientFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--patient", "--patient-override", help="JSON or CSV mapping video_id -> patient face_id."
+    ),
+]
+PatientFaceOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--patient-face",
+        help="Which face is the patient: longest (default), largest (speaker view with a "
+        "self-view inset), left / right / top / bottom (gallery tiles). docs/indices.md.",
+        metavar="[longest|largest|left|right|top|bottom]",
+    ),
+]
+MinTrackFrames = Annotated[
+    int | None,
+    typer.Option(
+        "--min-track-frames",
+        help="Tracks with fewer sampled frames and a low detector score are spurious. Default 2.",
+    ),
+]
+BaselineN = Annotated[
+    int | None,
+    typer.Option("--baseline-n", help="Sessions that form each subject's baseline. Default 3."),
+]
+Window = Annotated[int | None, typer.Option(help="Sessions in the rolling mean. Default 3.")]
+Threshold = Annotated[
+    float | None,
+    typer.Option(help="Flag |value - baseline| > threshold x baseline SD. Default 2."),
+]
+MinFaceS = Annotated[
+    float | None,
+    typer.Option(
+        "--min-face-s", help="Sessions with less patient-face time (s) are not judged. Default 10."
+    ),
+]
+SdFloor = Annotated[
+    float | None,
+    typer.Option("--sd-floor", help="Smallest baseline SD used (index units). Default 0.05."),
+]
+JsonOut = Annotated[
+    bool,
+    typer.Option("--json", metavar=FLAG, help="Print a machine-readable summary on stdout."),
+]
+
+
+def _longitudinal(
+    patient_face: str | None = None,
+    min_track_frames: int | None = None,
+    baseline_n: int | None = None,
+    window: int | None = None,
+    threshold: float | None = None,
+    min_face_s: float | None = None,
+    sd_floor: float | None = None,
+):  # -> LongitudinalSettings (imported lazily: the CLI starts without pandas)
+    """The options given, over the dataclasses' defaults; a bad value is a ConfigError."""
+    import dataclasses
+
+    from fervid.longitudinal.settings import LongitudinalSettings
+
+    d = LongitudinalSettings()
+
+    def given(**kw: Any) -> dict[str, Any]:
+        return {k: v for k, v in kw.items() if v is not None}
+
+    trends = given(baseline_n=baseline_n, window=window, threshold=threshold,
+                   min_face_s=min_face_s, sd_floor=sd_floor)  # fmt: skip
+    return LongitudinalSettings(
+        patient=dataclasses.replace(
+            d.patient, **given(rule=patient_face, min_track_frames=min_track_frames)
+        ),
+        index=d.index,
+        trends=dataclasses.replace(d.trends, **trends),
+    )
+
+
 @app.command()
 def summarize(
-    results: Annotated[
-        Path, typer.Argument(help="fervid output: results.parquet or a dataset dir/.")
-    ],
-    patient: Annotated[
-        Path | None, typer.Option(help="JSON or CSV mapping video_id -> patient face_id.")
+    results: Results,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Where to write the sessions table (default: beside the output, "
+            "results.sessions.parquet / ds.sessions.parquet).",
+        ),
     ] = None,
+    patient: PatientFile = None,
+    patient_face: PatientFaceOpt = None,
+    min_track_frames: MinTrackFrames = None,
+    json_summary: JsonOut = False,
 ) -> None:
-    """Write sessions.parquet beside the output: one row per recording and face."""
-    from fervid.longitudinal.summary import sessions_path, summarize_dir, write_sessions
-
+    """Write the sessions table: one row per recording and face, the patient flagged."""
     try:
-        sessions = summarize_dir(results, patient)
-        path = write_sessions(sessions, sessions_path(results))
+        lon = _longitudinal(patient_face, min_track_frames)
+        from fervid.longitudinal.summary import sessions_path, summarize_dir, write_sessions
+
+        sessions = summarize_dir(results, patient, settings=lon.index, patient=lon.patient)
+        path = write_sessions(sessions, out if out is not None else sessions_path(results))
     except FervidError as e:
         raise _fail(e) from None
+    except OSError as e:
+        raise _fail_io(e, out if out is not None else results) from None
     _warn_unassigned(sessions, results)
-    typer.echo(str(path))
+    if json_summary:
+        typer.echo(json.dumps({"sessions": str(path), **_session_counts(sessions),
+                               "settings": lon.to_json()}))  # fmt: skip
+    else:
+        typer.echo(str(path))
+
+
+def _session_counts(sessions) -> dict[str, int]:
+    """Recordings, unassigned ones and ambiguous patient faces of a sessions table."""
+    from fervid.longitudinal.summary import ambiguous_recordings, unassigned_recordings
+
+    patients = sessions.filter(sessions.column("is_patient"))
+    return {"recordings": patients.num_rows,
+            "unassigned": len(unassigned_recordings(sessions)),
+            "patient_ambiguous": len(ambiguous_recordings(sessions))}  # fmt: skip
 
 
 def _warn_unassigned(sessions, results: Path) -> None:
-    """Recordings without a subject (no --id-pattern, or a path it missed), and derived
-    files an older fervid left inside the dataset folder, on stderr."""
-    from fervid.longitudinal.summary import id_pattern_warnings, stale_derived_files
+    """Recordings without a subject (no --id-pattern, or a path it missed), ambiguous
+    patient faces, and derived files an older fervid left inside the dataset folder, on
+    stderr."""
+    from fervid.longitudinal.summary import (
+        id_pattern_warnings,
+        patient_warnings,
+        stale_derived_files,
+    )
 
-    for i, line in enumerate(id_pattern_warnings(sessions)):
-        text = f"[yellow]warning:[/] {escape(line)}" if i == 0 else escape(line)
-        console.print(text, highlight=False, soft_wrap=True)
+    for lines in (id_pattern_warnings(sessions), patient_warnings(sessions)):
+        for i, line in enumerate(lines):
+            text = f"[yellow]warning:[/] {escape(line)}" if i == 0 else escape(line)
+            console.print(text, highlight=False, soft_wrap=True)
     for path in stale_derived_files(results):
         console.print(
             f"[yellow]warning:[/] {escape(str(path))} was written inside the dataset by an "
@@ -546,20 +657,16 @@ def _warn_unassigned(sessions, results: Path) -> None:
 
 @app.command()
 def trends(
-    results: Annotated[
-        Path, typer.Argument(help="fervid output: results.parquet or a dataset dir/.")
-    ],
+    results: Results,
     subject: Annotated[str | None, typer.Option(help="Only this subject.")] = None,
-    baseline_n: Annotated[
-        int, typer.Option("--baseline-n", help="Sessions that form each subject's baseline.")
-    ] = 3,
-    window: Annotated[int, typer.Option(help="Sessions in the rolling mean.")] = 3,
-    threshold: Annotated[
-        float, typer.Option(help="Flag |value - baseline| > threshold x baseline SD.")
-    ] = 2.0,
-    patient: Annotated[
-        Path | None, typer.Option(help="JSON or CSV mapping video_id -> patient face_id.")
-    ] = None,
+    baseline_n: BaselineN = None,
+    window: Window = None,
+    threshold: Threshold = None,
+    min_face_s: MinFaceS = None,
+    sd_floor: SdFloor = None,
+    patient: PatientFile = None,
+    patient_face: PatientFaceOpt = None,
+    min_track_frames: MinTrackFrames = None,
     index: Annotated[
         list[str] | None,
         typer.Option(
@@ -571,48 +678,62 @@ def trends(
         Path | None,
         typer.Option("--out", help="Also write the trends table (all indices) as Parquet here."),
     ] = None,
+    json_summary: JsonOut = False,
 ) -> None:
     """Per-session trend of each affect index against the subject's own baseline."""
-    import pyarrow.parquet as pq
-    from rich.console import Console as _Console
-
-    from fervid.longitudinal.summary import load_sessions
-    from fervid.longitudinal.trends import (
-        baseline_status,
-        default_indices,
-        format_trends,
-        trends_table,
-        verdict_text,
-    )
-    from fervid.output.atomic import atomic_path
-
-    shown = index or ["valence", "expressivity", "share_happy", "share_sad"]
     try:
-        sessions = load_sessions(results, patient)
+        lon = _longitudinal(patient_face, min_track_frames, baseline_n, window, threshold,
+                            min_face_s, sd_floor)  # fmt: skip
+        import pyarrow.parquet as pq
+        from rich.console import Console as _Console
+
+        from fervid.longitudinal.summary import load_sessions
+        from fervid.longitudinal.trends import (
+            baseline_status,
+            default_indices,
+            format_trends,
+            trends_with,
+            verdict,
+            verdict_text,
+        )
+        from fervid.output.atomic import atomic_path
+
+        shown = index or ["valence", "expressivity", "share_happy", "share_sad"]
+        sessions = load_sessions(results, patient, settings=lon.index, patient=lon.patient)
         # --out holds every index; an unknown --index is a usage error here (exit 2)
         followed = list(dict.fromkeys([*default_indices(sessions), *shown]))
-        table = trends_table(
-            sessions, baseline_n=baseline_n, window=window,
-            threshold=threshold, subject=subject, indices=followed,
-        )  # fmt: skip
+        table = trends_with(sessions, lon.trends, subject=subject, indices=followed)
         rendered = format_trends(table, subject, indices=shown)
+        if out is not None:
+            with atomic_path(out) as tmp:
+                pq.write_table(table, tmp)
     except FervidError as e:
         raise _fail(e) from None
+    except OSError as e:
+        raise _fail_io(e, out or results) from None
     _warn_unassigned(sessions, results)
-    if out is not None:
-        with atomic_path(out) as tmp:
-            pq.write_table(table, tmp)
+    status = baseline_status(table)
+    if json_summary:
+        departures = table.filter(table.column("departure").fill_null(False))
+        typer.echo(json.dumps({
+            "verdict": str(verdict(table)), "text": verdict_text(table),
+            "subjects": [{"subject": b.subject, "sessions": b.sessions, "usable": b.usable,
+                          "in_baseline": b.in_baseline, "judged": b.judged,
+                          "departing": b.departing} for b in status],
+            "departures": departures.select(["subject", "video_id", "session_date", "index",
+                                             "value", "z"]).to_pylist(),
+            "trends": None if out is None else str(out), "settings": lon.to_json(),
+        }, default=str))  # fmt: skip
+        return
     _Console().print(rendered)
-    for b in baseline_status(table):
+    for b in status:
         _Console().print(f"{escape(b.subject)}: {b.describe()}", highlight=False)
     _Console().print(verdict_text(table), highlight=False)
 
 
 @app.command()
 def report(
-    results: Annotated[
-        Path, typer.Argument(help="fervid output: results.parquet or a dataset dir/.")
-    ],
+    results: Results,
     out: Annotated[
         Path | None,
         typer.Option(
@@ -622,30 +743,44 @@ def report(
         ),
     ] = None,
     subject: Annotated[str | None, typer.Option(help="Only this subject.")] = None,
-    patient: Annotated[
-        Path | None, typer.Option(help="JSON or CSV mapping video_id -> patient face_id.")
-    ] = None,
+    baseline_n: BaselineN = None,
+    window: Window = None,
+    threshold: Threshold = None,
+    min_face_s: MinFaceS = None,
+    sd_floor: SdFloor = None,
+    patient: PatientFile = None,
+    patient_face: PatientFaceOpt = None,
+    min_track_frames: MinTrackFrames = None,
     embed: Annotated[
         bool,
         typer.Option(
             "--embed", metavar=FLAG, help="One self-contained HTML file with images inlined."
         ),
     ] = False,
+    json_summary: JsonOut = False,
 ) -> None:
     """Self-contained HTML report: timelines per recording, trends per subject, tables."""
-    from fervid.longitudinal.report import build_report
-    from fervid.longitudinal.summary import load_sessions, report_path
-
     try:
-        sessions = load_sessions(results, patient)
+        lon = _longitudinal(patient_face, min_track_frames, baseline_n, window, threshold,
+                            min_face_s, sd_floor)  # fmt: skip
+        from fervid.longitudinal.report import build_report
+        from fervid.longitudinal.summary import load_sessions, report_path
+
+        sessions = load_sessions(results, patient, settings=lon.index, patient=lon.patient)
         path = build_report(
             results, out if out is not None else report_path(results), sessions=sessions,
-            subject=subject, embed_images=embed,
+            settings=lon, subject=subject, embed_images=embed,
         )  # fmt: skip
     except FervidError as e:
         raise _fail(e) from None
+    except OSError as e:
+        raise _fail_io(e, out or results) from None
     _warn_unassigned(sessions, results)
-    typer.echo(str(path))
+    if json_summary:
+        typer.echo(json.dumps({"report": str(path), **_session_counts(sessions),
+                               "settings": lon.to_json()}))  # fmt: skip
+    else:
+        typer.echo(str(path))
 
 
 @app.command()
@@ -680,15 +815,23 @@ def nightly(
             "beside this Python, else on PATH).",
         ),
     ] = None,
-    patient_override: Annotated[
-        Path | None,
-        typer.Option("--patient-override", help="JSON or CSV mapping video_id -> patient face_id."),
-    ] = None,
+    patient_override: PatientFile = None,
+    patient_face: PatientFaceOpt = None,
+    min_track_frames: MinTrackFrames = None,
+    baseline_n: BaselineN = None,
+    window: Window = None,
+    threshold: Threshold = None,
+    min_face_s: MinFaceS = None,
+    sd_floor: SdFloor = None,
     timeout_s: Annotated[
         float | None, typer.Option("--timeout-s", help="Stop fervid after this many seconds.")
     ] = None,
     no_report: Annotated[
         bool, typer.Option("--no-report", metavar=FLAG, help="Refresh sessions and trends only.")
+    ] = False,
+    json_summary: Annotated[
+        bool,
+        typer.Option("--json", metavar=FLAG, help="Print the run's log record on stdout."),
     ] = False,
     process_args: Annotated[
         list[str] | None,
@@ -713,13 +856,19 @@ def nightly(
             fervid_cmd=tuple(shlex.split(fervid_cmd)) if fervid_cmd is not None else None,
             patient_override=patient_override, timeout_s=timeout_s, report=not no_report,
             process_args=tuple(process_args or ()),
+            longitudinal=_longitudinal(patient_face, min_track_frames, baseline_n, window,
+                                       threshold, min_face_s, sd_floor),
         )  # fmt: skip
     except (FervidError, ValueError) as e:
         raise _fail(
             e if isinstance(e, FervidError) else FervidError(f"--fervid-cmd: {e}")
         ) from None
-    raise typer.Exit(run_nightly(settings, say=lambda line: console.print(
-        escape(line), highlight=False, soft_wrap=True)))  # fmt: skip
+    record: dict[str, object] = {}
+    code = run_nightly(settings, say=lambda line: console.print(
+        escape(line), highlight=False, soft_wrap=True), record=record)  # fmt: skip
+    if json_summary:
+        typer.echo(json.dumps(record, default=str))
+    raise typer.Exit(code)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from fervid.errors import ConfigError
-from fervid.longitudinal.trends import TrendSettings
+from fervid.longitudinal.settings import LongitudinalSettings
 from fervid.output.lock import FileLock, Locked
 
 EXIT_OK = 0
@@ -74,8 +74,8 @@ class NightlySettings:
     and ``<dataset>.logs/nightly.jsonl``, beside the dataset. ``fervid_cmd``: the argv
     prefix that runs fervid (default :func:`fervid_command`). ``timeout_s``: stop fervid
     after this long. ``report``: also rebuild the HTML report. ``process_args``: passed to
-    ``fervid process`` after the job's own arguments. ``trends``: the longitudinal
-    settings the trends table and the report use.
+    ``fervid process`` after the job's own arguments. ``longitudinal``: the settings the
+    sessions, trends and report use (the same as ``fervid summarize / trends / report``).
     """
 
     inputs: tuple[Path, ...]
@@ -88,7 +88,7 @@ class NightlySettings:
     timeout_s: float | None = None
     report: bool = True
     process_args: tuple[str, ...] = ()
-    trends: TrendSettings = field(default_factory=TrendSettings)
+    longitudinal: LongitudinalSettings = field(default_factory=LongitudinalSettings)
 
     def __post_init__(self) -> None:
         if not self.inputs:
@@ -231,6 +231,7 @@ def refresh(s: NightlySettings) -> dict[str, Any]:
     import pyarrow.parquet as pq
 
     from fervid.longitudinal.summary import (
+        ambiguous_recordings,
         sessions_path,
         summarize_dir,
         trends_path,
@@ -239,17 +240,20 @@ def refresh(s: NightlySettings) -> dict[str, Any]:
     from fervid.longitudinal.trends import trends_with
     from fervid.output.atomic import atomic_path
 
-    sessions = summarize_dir(s.dataset, s.patient_override)
-    out = {"sessions": str(write_sessions(sessions, sessions_path(s.dataset)))}
+    lon = s.longitudinal
+    sessions = summarize_dir(s.dataset, s.patient_override, settings=lon.index, patient=lon.patient)
+    out: dict[str, Any] = {"sessions": str(write_sessions(sessions, sessions_path(s.dataset)))}
     with atomic_path(trends_path(s.dataset)) as tmp:
-        pq.write_table(trends_with(sessions, s.trends), tmp)
+        pq.write_table(trends_with(sessions, lon.trends), tmp)
     out["trends"] = str(trends_path(s.dataset))
+    out["patient_ambiguous"] = {
+        "total": len(amb := ambiguous_recordings(sessions)),
+        "paths": amb["path"].head(MAX_UNMATCHED_LISTED).tolist(),
+    }
     if s.report:
         from fervid.longitudinal.report import build_report
 
-        out["report"] = str(
-            build_report(s.dataset, s.report_path, sessions=sessions, trend_settings=s.trends)
-        )
+        out["report"] = str(build_report(s.dataset, s.report_path, sessions=sessions, settings=lon))
     return out
 
 
@@ -280,15 +284,21 @@ def _stderr(line: str) -> None:
     print(line, file=sys.stderr)
 
 
-def run_nightly(s: NightlySettings, say: Callable[[str], None] = _stderr) -> int:
+def run_nightly(
+    s: NightlySettings,
+    say: Callable[[str], None] = _stderr,
+    record: dict[str, Any] | None = None,
+) -> int:
     """One nightly run; returns its exit code (module docstring). ``say`` receives the
-    closing line (and warnings), for stderr or a log."""
+    closing line (and warnings), for stderr or a log; ``record``, when given, is filled
+    with the log line's fields."""
     start = _now()
     t0 = time.monotonic()
-    record: dict[str, Any] = {
+    record = record if record is not None else {}
+    record |= {
         "event": "fervid.nightly", "start": _iso(start), "host": socket.gethostname(),
         "pid": os.getpid(), "dataset": str(s.dataset), "inputs": [str(p) for p in s.inputs],
-        "trend_settings": s.trends.to_json(),
+        "settings": s.longitudinal.to_json(),
     }  # fmt: skip
 
     def finish(code: int, message: str) -> int:
@@ -358,6 +368,12 @@ def _locked_run(s: NightlySettings, record: dict[str, Any], start: dt.datetime) 
             codes.append(EXIT_REFRESH_ERROR)
             record["refresh_error"] = f"{type(e).__name__}: {e}"
             notes.append(f"refresh failed: {record['refresh_error']}")
+        ambiguous = record.get("patient_ambiguous", {}).get("total", 0)
+        if ambiguous:
+            notes.append(
+                f"warning: {ambiguous} recording(s) have an ambiguous patient face (rule "
+                f"{s.longitudinal.patient.rule}; column patient_ambiguous): set --patient-face"
+            )
     else:
         notes.append("no results yet; nothing to summarize")
     n_new = record["this_run"].get("total", 0)

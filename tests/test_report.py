@@ -107,12 +107,12 @@ def _section(text: str, name: str) -> str:
 def test_html_shows_departures_failures_and_quality(report: Path) -> None:
     text = report.read_text()
     section = _section(text, "departures")
-    assert "2024-05-27_P017-3.mp4" in section and "Mood balance" in section  # the sad session
+    assert "2024-05-27_P017-3.mp4" in section and "Expression valence" in section  # the sad one
     assert "-7.0" in section  # its z, in the table, not on hover
     assert "2024-05-06" not in section  # baseline sessions are never flagged
     assert "P017-broken.mp4" in text and "DecodeError: broken file" in text
     assert "none found" in text  # the session without a face
-    assert "0 of 2 · longest" in text  # the two-face session
+    assert "face 0 of 2 faces (visible longest" in text  # the two-face session
     assert "not a clinical measure" in text
     verdict = _section(text, "verdict")
     assert "1 session of 1 subject departs" in verdict
@@ -124,10 +124,11 @@ def test_definitions_and_provenance_are_in_the_page(report: Path) -> None:
     text = report.read_text()
     assert "docs/indices.md" not in text  # a file the reader of the report does not have
     defs = _section(text, "definitions")
-    for term in ("Mood balance (valence)", "Expressiveness", "Mood swings", "Departure", "z",
-                 "Baseline"):  # fmt: skip
+    for term in ("Expression valence (−1 negative … +1 positive)", "Expressiveness",
+                 "Valence variability", "Departure", "z", "Baseline"):  # fmt: skip
         assert f"<dt>{term}" in defs, term
-    for jargon in ("P(pos) − P(neg)", "TV distance", "det score"):
+    for jargon in ("P(pos) − P(neg)", "TV distance", "det score", "Mood", "mood",
+                   " · longest"):  # fmt: skip
         assert jargon not in text, jargon
     footer = text.split("<footer>")[1]
     assert "{" not in footer  # words, not raw JSON

@@ -13,6 +13,7 @@ import pytest
 
 from fervid import settings as s
 from fervid.errors import ConfigError
+from fervid.longitudinal.patient import PatientSettings
 from fervid.longitudinal.summary import IndexSettings
 from fervid.longitudinal.trends import TrendSettings
 
@@ -26,6 +27,7 @@ STAGE_CLASSES = (
     s.SmoothSettings,
     IndexSettings,  # fervid summarize
     TrendSettings,  # fervid trends / report
+    PatientSettings,  # which face is the patient (summarize / trends / report / nightly)
 )
 
 
@@ -69,6 +71,8 @@ def test_every_float_tunable_is_covered() -> None:
         "TrendSettings.threshold",
         "TrendSettings.sd_floor",
         "TrendSettings.min_face_s",
+        "PatientSettings.near_tie",
+        "PatientSettings.phantom_det",
     } <= names
 
 

@@ -48,6 +48,7 @@ import pyarrow as pa
 from fervid import __version__
 from fervid.longitudinal.colors import emotion_color
 from fervid.longitudinal.missing import is_missing
+from fervid.longitudinal.settings import LongitudinalSettings
 from fervid.longitudinal.summary import (
     FALLBACK_INTERVAL_S,
     NEGATIVE_EMOTIONS,
@@ -58,11 +59,13 @@ from fervid.longitudinal.summary import (
     class_names_of,
     id_pattern_warnings,
     load_sessions,
+    patient_warnings,
     unassigned_recordings,
 )
 from fervid.longitudinal.trends import (
     TrendSettings,
     baseline_status,
+    check_subject,
     default_indices,
     trends_with,
     value_format,
@@ -109,24 +112,24 @@ _RC = {
 #: index -> (title, unit, definition): what a reader sees instead of column names.
 _INDEX_WORDS: dict[str, tuple[str, str, str]] = {
     "valence": (
-        "Mood balance (valence)",
-        "−1 to +1",
+        "Expression valence (−1 negative … +1 positive)",
+        "−1 (only negative expressions) to +1 (only happy)",
         "Positive minus negative expression: the time-weighted mean of P(happy) minus "
         "P(angry, disgust, fear or sad). +1: only happy; −1: only negative expressions; 0: "
         "neutral, or positive and negative in balance (see the emotion shares).",
     ),
     "expressivity": (
-        "Expressiveness",
-        "0 to 0.86",
+        "Expressiveness (how much the expression changes)",
+        "0 (one steady expression) upwards; at most 0.86 with 7 classes",
         "How far the expression moves away from the session's own average expression, "
         "moment by moment (mean total-variation distance between probability vectors). 0: "
         "the face keeps one expression all session, whichever it is.",
     ),
     "valence_sd": (
-        "Mood swings (valence SD)",
-        "0 to 1",
-        "How much the mood balance varies within the session: the standard deviation of "
-        "moment-to-moment valence.",
+        "Valence variability (SD within the session)",
+        "0 (steady) to 1",
+        "How much the expression valence varies within the session: the standard deviation "
+        "of moment-to-moment valence.",
     ),
     "positive_affect": (
         "Positive expression",
@@ -161,7 +164,7 @@ def index_unit(index: str) -> str:
 
 
 def _short_title(index: str) -> str:
-    """Column header: ``happy %``, ``Mood balance``."""
+    """Column header: ``happy %``, ``Expression valence``."""
     if index.startswith("share_"):
         return f"{index.removeprefix('share_')} %"
     return index_title(index).split(" (")[0]
@@ -213,8 +216,7 @@ def build_report(
     *,
     sessions: pa.Table | None = None,
     patient_override: Mapping[str, int] | Path | str | None = None,
-    index_settings: IndexSettings | None = None,
-    trend_settings: TrendSettings | None = None,
+    settings: LongitudinalSettings | None = None,
     subject: str | None = None,
     indices: Sequence[str] | None = None,
     embed_images: bool = False,
@@ -224,19 +226,24 @@ def build_report(
     into ``report_dir``; return the path of ``index.html``.
 
     ``sessions``: a sessions table already computed (else
-    :func:`~fervid.longitudinal.summary.load_sessions` with ``patient_override`` and
-    ``index_settings``). ``subject``: only this subject. ``indices``: the indices to
+    :func:`~fervid.longitudinal.summary.load_sessions` with ``patient_override``).
+    ``settings``: the longitudinal settings (patient face, indices, trends), printed in the
+    report. ``subject``: only this subject (an :class:`InputError` when it has no analysed
+    session). ``indices``: the indices to
     follow (default: valence, expressivity, each share). ``embed_images``: inline the
     figures; ``index.html`` is then the only file written.
     """
     results, report_dir = Path(results), Path(report_dir)
-    index_settings = index_settings if index_settings is not None else IndexSettings()
-    trend_settings = trend_settings if trend_settings is not None else TrendSettings()
+    settings = settings if settings is not None else LongitudinalSettings()
+    index_settings, trend_settings = settings.index, settings.trends
     videos_tbl = read_results(results, VIDEOS)
     if sessions is None:
-        sessions = load_sessions(results, patient_override, settings=index_settings)
+        sessions = load_sessions(
+            results, patient_override, settings=index_settings, patient=settings.patient
+        )
     videos, sdf = _plain(videos_tbl.to_pandas()), _plain(sessions.to_pandas())
     if subject is not None:
+        check_subject(sessions, subject)
         sdf = sdf.loc[sdf["subject"] == subject]
         videos = videos.loc[videos["subject"] == subject]
     index_cols = tuple(indices) if indices is not None else default_indices(sessions)
@@ -294,6 +301,7 @@ def build_report(
         ],
         "warnings": _warnings(patients),
         "settings_text": "Flags — " + trend_settings.describe(),
+        "settings_used": settings.describe(),
         "threshold": f"{trend_settings.threshold:g}",
         "departure_head": _head(
             ["subject", "date", "recording", "index", "value", "baseline mean ± SD", "change", "z"],
@@ -302,7 +310,14 @@ def build_report(
         "departures": _departure_rows(trends),
         "subjects": subjects,
         "unassigned_head": _head(
-            ["recording", "status", "why no subject", "face visible s", "dominant", "Mood balance"],
+            [
+                "recording",
+                "status",
+                "why no subject",
+                "face visible (s)",
+                "dominant",
+                "Expression valence (−1 … +1)",
+            ],
             left=(0, 1, 2, 4),
         ),
         "unassigned": _unassigned_rows(patients),
@@ -362,10 +377,11 @@ def _status_counts(videos: pd.DataFrame) -> str:
 
 
 def _warnings(patients: pd.DataFrame) -> list[dict[str, Any]]:
-    lines = id_pattern_warnings(patients)
-    if not lines:
-        return []
-    return [{"text": lines[0], "paths": [ln.strip() for ln in lines[1:]]}]
+    out = []
+    for lines in (id_pattern_warnings(patients), patient_warnings(patients)):
+        if lines:
+            out.append({"text": lines[0], "paths": [ln.strip() for ln in lines[1:]]})
+    return out
 
 
 def _scale(index: str) -> tuple[float, str]:
@@ -432,8 +448,7 @@ def _subject_context(
         if s["patient_rule"] == RULE_NO_FACE:
             who = "none found"
         else:
-            rule = "override" if s["patient_rule"] == RULE_OVERRIDE else "longest"
-            who = f"{int(s['face_id'])} of {n_faces.get(vid, 1)} · {rule}"
+            who = _patient_words(s, n_faces.get(vid, 1))
         num, date = number.get(vid, ""), _txt(s["session_date"])
         quality.append({"cls": cls, "cells": [
             _c(num), _c(date, "l date"),
@@ -457,8 +472,9 @@ def _subject_context(
             else:
                 cells.append(_c(None if v is None else f.format(v * k), z=ztxt))
         values.append({"cls": cls, "cells": cells})
-    quality_names = ["#", "date", "recording", "face visible s", "face visible %",
-                     "detector confidence", "patient face", "dominant"]  # fmt: skip
+    quality_names = ["#", "date", "recording", "face visible (s)",
+                     "face visible (% of samples)", "detector confidence (0–1)",
+                     "patient face (rule)", "dominant expression"]  # fmt: skip
     return {
         "name": subj,
         "anchor": _anchor(subj),
@@ -467,6 +483,27 @@ def _subject_context(
         "index_head": _head(["#", "date", *[_short_title(c) for c in shown]], left=(1,)),
         "index_rows": values,
     }
+
+
+#: How each ``patient_rule`` reads in the report.
+_RULE_WORDS = {
+    RULE_OVERRIDE: "named by the override",
+    "longest_present": "visible longest",
+    "largest": "largest face",
+    "left": "leftmost face",
+    "right": "rightmost face",
+    "top": "topmost face",
+    "bottom": "lowest face",
+}
+
+
+def _patient_words(s: Mapping[str, Any], n_faces: int) -> str:
+    """``face 0 of 2 (visible longest; ambiguous)``."""
+    rule = _RULE_WORDS.get(str(s["patient_rule"]), str(s["patient_rule"]).replace("_", " "))
+    if _present(s.get("patient_ambiguous")) and bool(s["patient_ambiguous"]):
+        rule += "; ambiguous: another face is as likely"
+    faces = f"{n_faces} face{'s' if n_faces != 1 else ''}"
+    return f"face {int(s['face_id'])} of {faces} ({rule})"
 
 
 def _unassigned_rows(patients: pd.DataFrame) -> list[dict]:

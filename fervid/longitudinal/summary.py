@@ -49,6 +49,14 @@ import pyarrow.parquet as pq
 
 from fervid.errors import ConfigError, DataError, InputError
 from fervid.longitudinal.missing import plain
+from fervid.longitudinal.patient import (
+    DEFAULT_PATIENT,
+    RULE_NAMES,
+    PatientSettings,
+    Track,
+    choose,
+    is_spurious,
+)
 from fervid.model.classes import EMOTIONS
 from fervid.output.atomic import atomic_path
 from fervid.output.schema import (
@@ -83,8 +91,10 @@ META_INDEX_SETTINGS = b"fervid.index_settings"
 #: Parquet key-value metadata: hash of everything a sessions table was computed from (index
 #: settings, patient override, every videos row's id, status, settings and processed_at).
 META_SESSIONS_KEY = b"fervid.sessions_key"
+#: Parquet key-value metadata: the patient-face settings a sessions table was computed with.
+META_PATIENT_SETTINGS = b"fervid.patient_settings"
 #: Part of the sessions key: bump it when the summary code changes what it computes.
-SUMMARY_VERSION = "2"
+SUMMARY_VERSION = "3"
 
 #: Which of a video's several videos rows is the truth: analysed beats failed beats skipped
 #: (a duplicate's skipped row must never hide the analysed copy), then the latest.
@@ -134,7 +144,8 @@ SESSION_COLUMNS = frozenset(
     {
         "video_id", "path", "file_name", "subject", "session", "session_date",
         "id_pattern_matched", "status",
-        "face_id", "is_patient", "patient_rule", "n_faces", "video_duration_s",
+        "face_id", "is_patient", "patient_rule", "patient_ambiguous", "spurious", "n_faces",
+        "face_size_norm", "face_x_norm", "face_y_norm", "video_duration_s",
         "frames_sampled", "sample_interval_s", "n_face_frames", "face_present_s",
         "face_present_ratio", "mean_det_score", "n_segments", "dominant_emotion",
         "positive_share", "negative_share", "positive_affect", "negative_affect", "valence",
@@ -162,7 +173,13 @@ def sessions_schema(class_names: tuple[str, ...] = EMOTIONS) -> pa.Schema:
             pa.field("face_id", pa.int32()),  # null: no face in the video / not analysed
             pa.field("is_patient", pa.bool_(), nullable=False),  # exactly one per video
             pa.field("patient_rule", _LABELS),  # on the patient row: how it was chosen
-            pa.field("n_faces", pa.int32()),  # face tracks in the video
+            # every row of a video: the rule could not tell the patient clearly
+            pa.field("patient_ambiguous", pa.bool_()),
+            pa.field("spurious", pa.bool_()),  # a phantom track: never the patient
+            pa.field("n_faces", pa.int32()),  # face tracks in the video, phantoms left out
+            pa.field("face_size_norm", f64),  # median box height / frame height
+            pa.field("face_x_norm", f64),  # median box centre / frame width
+            pa.field("face_y_norm", f64),  # median box centre / frame height
             pa.field("video_duration_s", f64),
             pa.field("frames_sampled", pa.int64()),
             pa.field("sample_interval_s", f64),  # dt: the weight of one sampled frame
@@ -282,6 +299,34 @@ def id_pattern_warnings(sessions: pa.Table | pd.DataFrame, *, limit: int = 20) -
     return lines
 
 
+def ambiguous_recordings(sessions: pa.Table | pd.DataFrame) -> pd.DataFrame:
+    """Patient rows whose face the rule could not tell clearly, by path."""
+    df = sessions.to_pandas() if isinstance(sessions, pa.Table) else sessions
+    if "patient_ambiguous" not in df.columns:  # an older sessions table
+        return df.iloc[0:0]
+    flagged = df["patient_ambiguous"].map(lambda x: x is True or x is np.True_)
+    return df.loc[df["is_patient"].astype(bool) & flagged].sort_values("path")
+
+
+def patient_warnings(sessions: pa.Table | pd.DataFrame, *, limit: int = 20) -> list[str]:
+    """Lines that warn about recordings whose patient face the rule could not tell
+    clearly (``patient_ambiguous``); empty when there are none."""
+    rows = ambiguous_recordings(sessions)
+    if rows.empty:
+        return []
+    rules = ", ".join(sorted({str(r) for r in rows["patient_rule"].dropna()}))
+    lines = [
+        f"{len(rows)} recording(s) have an ambiguous patient face (rule {rules}: another "
+        "face is about as present, as large or as placed; column patient_ambiguous): choose "
+        "a rule that fits the layout with --patient-face (largest: speaker view with a "
+        "self-view inset; left/right: gallery tiles), or name the face with --patient"
+    ]
+    lines += [f"  {p}" for p in rows["path"].head(limit)]
+    if len(rows) > limit:
+        lines.append(f"  … and {len(rows) - limit} more")
+    return lines
+
+
 # --------------------------------------------------------------------------- override
 def load_patient_override(source: Mapping[str, int] | Path | str | None) -> dict[str, int]:
     """The patient face per video: a mapping, or a JSON / CSV file.
@@ -336,6 +381,8 @@ def load_patient_override(source: Mapping[str, int] | Path | str | None) -> dict
 
 # --------------------------------------------------------------------------- summarize
 _FRAME_COLS = ["video_id", "face_id", "timestamp_s", "det_score", "smoothed_label"]
+#: Normalised boxes, for the size and position rules (null in outputs that lack them).
+_BOX_COLS = ["x1_norm", "y1_norm", "x2_norm", "y2_norm"]
 _SEGMENT_COLS = ["video_id", "face_id", "emotion", "duration_s"]
 
 
@@ -364,6 +411,7 @@ def summarize_sessions(
     patient_override: Mapping[str, int] | Path | str | None = None,
     *,
     settings: IndexSettings = IndexSettings(),
+    patient: PatientSettings = DEFAULT_PATIENT,
     class_names: tuple[str, ...] | None = None,
 ) -> pa.Table:
     """Summarize every session (row of ``videos``) per face; see the module docstring.
@@ -387,11 +435,14 @@ def summarize_sessions(
     v = latest_video_rows(v).sort_values("video_id", kind="stable")
 
     f = _df(frames, [*_FRAME_COLS, *[smooth_col(c) for c in classes]], "frames")
+    for c in _BOX_COLS:
+        f[c] = pd.to_numeric(pd.Series(_column(frames, c), index=f.index), errors="coerce")
     f = f.loc[f["face_id"].notna()]  # rows of sampled frames without a face, if kept
     f = f.sort_values(["video_id", "face_id", "timestamp_s"], kind="stable").reset_index(drop=True)
     ts = f["timestamp_s"].to_numpy(np.float64)
     det = f["det_score"].to_numpy(np.float64)
     probs = f[[smooth_col(c) for c in classes]].to_numpy(np.float64)  # (n, C)
+    box = f[_BOX_COLS].to_numpy(np.float64)  # (n, 4) normalised xyxy, NaN: absent
     codes = pd.Categorical(f["smoothed_label"], categories=list(classes)).codes  # -1: unknown
     by_video: dict[str, dict[int, np.ndarray]] = {}
     for (vid, fid), idx in f.groupby(["video_id", "face_id"], sort=False).indices.items():
@@ -448,17 +499,31 @@ def summarize_sessions(
             )
             continue
         stats = {
-            fid: _face_stats(ts[r], det[r], probs[r], codes[r], dt, classes, settings)
+            fid: {
+                **_face_stats(ts[r], det[r], probs[r], codes[r], dt, classes, settings),
+                **_face_place(box[r]),
+            }
             for fid, r in sorted(faces.items())
         }
+        tracks = [_track(fid, st) for fid, st in stats.items()]
+        spurious = {t.face_id for t in tracks if is_spurious(t, patient)}
+        base["n_faces"] = len(faces) - len(spurious)
+        ambiguous: bool | None = None
+        chosen: int | None
         if vid in override:
-            patient, rule = override[vid], RULE_OVERRIDE
-            if patient not in stats:
-                _bad_override(vid, patient, sorted(stats))
+            chosen, rule = override[vid], RULE_OVERRIDE
+            if chosen not in stats:
+                _bad_override(vid, chosen, sorted(stats))
         else:
-            # Longest present; ties (to the microsecond) go to the lower face_id.
-            patient = min(stats, key=lambda k: (-round(stats[k]["face_present_s"], 6), k))
-            rule = RULE_LONGEST
+            picked = choose(tracks, patient)
+            chosen, ambiguous = picked if picked is not None else (None, None)
+            rule = RULE_NAMES[patient.rule]
+        if chosen is None:  # only phantoms: a faceless session, their rows kept, flagged
+            rows.append({**base, "is_patient": True, "patient_rule": RULE_NO_FACE,
+                         "n_face_frames": 0, "face_present_s": 0.0, "n_segments": 0,
+                         "face_present_ratio": 0.0 if base["frames_sampled"] else None,
+                         **{n_segments_col(c): 0 for c in classes}})  # fmt: skip
+        base["patient_ambiguous"] = ambiguous
         for fid, st in stats.items():
             ratio = st["n_face_frames"] / base["frames_sampled"] if base["frames_sampled"] else (
                 st["face_present_s"] / base["video_duration_s"]
@@ -470,8 +535,9 @@ def summarize_sessions(
                     **base,
                     **st,
                     "face_id": fid,
-                    "is_patient": fid == patient,
-                    "patient_rule": rule if fid == patient else None,
+                    "is_patient": fid == chosen,
+                    "patient_rule": rule if fid == chosen else None,
+                    "spurious": fid in spurious,
                     "face_present_ratio": None if ratio is None else min(1.0, ratio),
                     "n_segments": sum(n for n, _ in seg.values()),
                     **{n_segments_col(c): seg.get(c, (0, 0.0))[0] for c in classes},
@@ -479,8 +545,32 @@ def summarize_sessions(
                 }
             )
     table = pa.Table.from_pylist(rows, schema=schema)
-    meta = {META_INDEX_SETTINGS: json.dumps({"surprise_weight": settings.surprise_weight})}
+    meta = {
+        META_INDEX_SETTINGS: json.dumps({"surprise_weight": settings.surprise_weight}),
+        META_PATIENT_SETTINGS: json.dumps(patient.to_json()),
+    }
     return table.replace_schema_metadata(meta)
+
+
+def _face_place(b: np.ndarray) -> dict[str, float | None]:
+    """Median size and centre of one track's normalised boxes ``b`` (n, 4) xyxy."""
+    ok = ~np.isnan(b).any(axis=1)
+    if not ok.any():
+        return {"face_size_norm": None, "face_x_norm": None, "face_y_norm": None}
+    b = b[ok]
+    return {
+        "face_size_norm": float(np.median(b[:, 3] - b[:, 1])),
+        "face_x_norm": float(np.median((b[:, 0] + b[:, 2]) / 2)),
+        "face_y_norm": float(np.median((b[:, 1] + b[:, 3]) / 2)),
+    }
+
+
+def _track(fid: int, st: Mapping[str, Any]) -> Track:
+    return Track(
+        face_id=fid, present_s=st["face_present_s"], n_frames=st["n_face_frames"],
+        max_det=st["max_det_score"], size=st["face_size_norm"], x=st["face_x_norm"],
+        y=st["face_y_norm"],
+    )  # fmt: skip
 
 
 def _face_stats(
@@ -517,6 +607,7 @@ def _face_stats(
         "n_face_frames": n,
         "face_present_s": total,
         "mean_det_score": float(det.mean()),
+        "max_det_score": float(det.max()),
         **{share_col(c): float(shares[i]) for i, c in enumerate(classes)},
         **{mean_smooth_col(c): float(mean_p[i]) for i, c in enumerate(classes)},
         "dominant_emotion": classes[int(np.argmax(shares))] if known.any() else None,
@@ -585,6 +676,7 @@ def summarize_dir(
     patient_override: Mapping[str, int] | Path | str | None = None,
     *,
     settings: IndexSettings = IndexSettings(),
+    patient: PatientSettings = DEFAULT_PATIENT,
 ) -> pa.Table:
     """:func:`summarize_sessions` over a fervid output (``dir/`` or ``results.parquet``),
     read through :func:`fervid.output.store.read_results`. The result's metadata holds
@@ -592,21 +684,28 @@ def summarize_dir(
     videos = read_results(out, VIDEOS)
     frames = read_results(out, FRAMES, missing_ok=True)
     classes = class_names_of(frames, "smooth_") or EMOTIONS
-    frames = frames.select([*_FRAME_COLS, *[smooth_col(c) for c in classes]])
+    boxes = [c for c in _BOX_COLS if c in frames.schema.names]
+    frames = frames.select([*_FRAME_COLS, *boxes, *[smooth_col(c) for c in classes]])
     segments = read_results(out, SEGMENTS, columns=_SEGMENT_COLS, missing_ok=True)
     override = load_patient_override(patient_override)
     table = summarize_sessions(
-        frames, segments, videos, override, settings=settings, class_names=classes
-    )
-    key = sessions_key(videos, override, settings)
+        frames, segments, videos, override, settings=settings, patient=patient,
+        class_names=classes,
+    )  # fmt: skip
+    key = sessions_key(videos, override, settings, patient)
     return table.replace_schema_metadata(
         {**(table.schema.metadata or {}), META_SESSIONS_KEY: key.encode()}
     )
 
 
-def sessions_key(videos: pa.Table, override: Mapping[str, int], settings: IndexSettings) -> str:
+def sessions_key(
+    videos: pa.Table,
+    override: Mapping[str, int],
+    settings: IndexSettings,
+    patient: PatientSettings = DEFAULT_PATIENT,
+) -> str:
     """Hash of what a sessions table is computed from: the summary version, the index
-    settings, the patient override and each videos row's identity, status, settings hash
+    and patient-face settings, the patient override and each videos row's identity, status, settings hash
     and ``processed_at`` (a reprocessed video gets a new one). Frames and segments are
     written with their videos row, so the videos rows stand for them."""
     rows = sorted(
@@ -615,7 +714,7 @@ def sessions_key(videos: pa.Table, override: Mapping[str, int], settings: IndexS
     )
     blob = json.dumps(
         [SUMMARY_VERSION, {"surprise_weight": settings.surprise_weight},
-         sorted(override.items()), rows]
+         patient.to_json(), sorted(override.items()), rows]
     )  # fmt: skip
     return hashlib.blake2b(blob.encode(), digest_size=16).hexdigest()
 
@@ -642,6 +741,7 @@ def load_sessions(
     patient_override: Mapping[str, int] | Path | str | None = None,
     *,
     settings: IndexSettings = IndexSettings(),
+    patient: PatientSettings = DEFAULT_PATIENT,
 ) -> pa.Table:
     """The sessions of a fervid output: its ``sessions.parquet`` (:func:`sessions_path`)
     when that was computed from exactly the current videos rows with the same index
@@ -651,10 +751,10 @@ def load_sessions(
     if path.is_file():
         stored = (pq.read_schema(path).metadata or {}).get(META_SESSIONS_KEY)
         videos = read_results(out, VIDEOS, columns=_VIDEO_KEY_COLS)
-        key = sessions_key(videos, load_patient_override(patient_override), settings)
+        key = sessions_key(videos, load_patient_override(patient_override), settings, patient)
         if stored is not None and stored.decode() == key:
             return read_sessions(path)
-    return summarize_dir(out, patient_override, settings=settings)
+    return summarize_dir(out, patient_override, settings=settings, patient=patient)
 
 
 def read_sessions(path: Path) -> pa.Table:
@@ -663,5 +763,9 @@ def read_sessions(path: Path) -> pa.Table:
     if not path.is_file():
         raise InputError(f"{path} does not exist; build it with summarize_dir() + write_sessions()")
     t = pq.read_table(path)
+    schema = sessions_schema(class_names_of(t, "share_"))
+    for fld in schema:  # a file written before a column existed: the column as null
+        if fld.name not in t.schema.names:
+            t = t.append_column(fld.name, pa.nulls(t.num_rows, fld.type))
     # Parquet has no second-resolution timestamps: cast back to the declared schema.
-    return t.cast(sessions_schema(class_names_of(t, "share_")).with_metadata(t.schema.metadata))
+    return t.select(schema.names).cast(schema.with_metadata(t.schema.metadata))

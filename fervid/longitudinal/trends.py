@@ -221,15 +221,10 @@ def trends_with(
         raise DataError(
             f"sessions table lacks columns {missing}; build it with summarize_sessions()"
         )
-    analysed = df["status"].astype(str).isin([str(s) for s in ANALYSED_STATUSES])
-    df = df.loc[df["is_patient"].astype(bool) & analysed & df["subject"].notna(), needed]
+    df = _followed(df).loc[:, needed]
     if subject is not None:
-        present = sorted({str(s) for s in df["subject"].dropna()})
+        check_subject(df, subject)
         df = df.loc[df["subject"] == subject]
-        if df.empty:
-            raise InputError(
-                f"subject={subject!r} has no analysed session; subjects present: {present}"
-            )
     # Dated sessions first, by date; undated ones after them, in processed order.
     df = df.assign(
         _date=pd.to_datetime(df["session_date"]), _proc=pd.to_datetime(df["processed_at"])
@@ -246,6 +241,24 @@ def trends_with(
             rows.extend(_index_rows(g, index, usable, dates, settings))
     table = pa.Table.from_pylist(rows, schema=trends_schema())
     return table.replace_schema_metadata({META_TREND_SETTINGS: json.dumps(settings.to_json())})
+
+
+def _followed(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows a trend follows: each analysed session's patient row with a subject."""
+    analysed = df["status"].astype(str).isin([str(s) for s in ANALYSED_STATUSES])
+    return df.loc[df["is_patient"].astype(bool) & analysed & df["subject"].notna()]
+
+
+def check_subject(sessions: pa.Table | pd.DataFrame, subject: str) -> None:
+    """Raise :class:`InputError` (exit 2 in every command) when ``subject`` has no analysed
+    session in ``sessions``, listing the subjects present: a typo must not give an empty
+    page that looks like an all-clear."""
+    df = sessions.to_pandas() if isinstance(sessions, pa.Table) else sessions
+    present = sorted({str(s) for s in _followed(df)["subject"].dropna()})
+    if subject not in present:
+        raise InputError(
+            f"subject={subject!r} has no analysed session; subjects present: {present}"
+        )
 
 
 def _index_rows(
