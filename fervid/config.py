@@ -138,6 +138,10 @@ OPTIONS: tuple[Option, ...] = (
            help="Video extension to look for (repeatable), e.g. --ext .mts"),
     Option(key="id_pattern", field="discover.id_pattern", kind="str", panel=PANEL_INPUT,
            help='Fields from the path, e.g. "{subject}/{session_date}_{name}.mp4".'),
+    Option(key="settle_seconds", field="discover.settle_seconds", kind="float",
+           panel=PANEL_INPUT,
+           help="A file modified more recently than this and not complete is still being "
+           "copied: left for a later run, listed as pending (0: off)."),
     # detection
     Option(key="detector", field="detect.detector", kind="choice", enum=s.Detector,
            panel=PANEL_DETECT,
@@ -392,7 +396,8 @@ def run_settings(inputs: Any, out: Any, resolved: Resolved) -> s.RunSettings:
         return s.RunSettings(
             inputs=tuple(Path(p) for p in inputs),
             out=Path(out),
-            discover=s.DiscoverSettings(extensions=v["ext"], id_pattern=v["id_pattern"]),
+            discover=s.DiscoverSettings(extensions=v["ext"], id_pattern=v["id_pattern"],
+                                        settle_seconds=v["settle_seconds"]),
             sample=s.SampleSettings(fps=v["fps"], every_n=v["every_n"]),
             detect=s.DetectSettings(
                 detector=v["detector"], score_threshold=v["det_threshold"],

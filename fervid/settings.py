@@ -98,10 +98,29 @@ class Smoothing(StrEnum):
     NONE = "none"
 
 
+#: A file modified less than this many seconds ago whose container is not complete is
+#: still being copied or uploaded, and waits for a later run (``--settle-seconds``). A
+#: copy writes continuously, so its mtime is seconds old at most; an upload over a poor
+#: link stalls for tens of seconds (TCP retransmission backs off to a minute, SMB and
+#: resumable-upload clients retry after 30-60 s). Two minutes outlasts those stalls and
+#: costs a nightly job nothing.
+DEFAULT_SETTLE_SECONDS = 120.0
+
+
 @dataclass(frozen=True, kw_only=True)
 class DiscoverSettings:
+    """``settle_seconds``: a file modified more recently than this is analysed only when
+    its container is complete (readable to its end); otherwise it is *pending*, left
+    for a later run. 0 turns the check off. Structural: not in the settings hash."""
+
     extensions: tuple[str, ...] = DEFAULT_EXTENSIONS
     id_pattern: str | None = None  # e.g. "{subject}/{session_date}_{name}.mp4"
+    settle_seconds: float = DEFAULT_SETTLE_SECONDS
+
+    def __post_init__(self) -> None:
+        _check(_real(self.settle_seconds) and self.settle_seconds >= 0, "--settle-seconds",
+               self.settle_seconds,
+               f"a finite number of seconds >= 0 (0: off; default {DEFAULT_SETTLE_SECONDS:g})")  # fmt: skip
 
 
 @dataclass(frozen=True, kw_only=True)

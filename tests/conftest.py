@@ -42,7 +42,8 @@ Fixture names are stable; other test modules rely on them.
     Broken or awkward inputs: a zero-byte ``empty.mp4``; ``notes.mp4`` holding text; a
     1 s AAC ``voice.m4a``; the first 40 % of the bytes of WolfgangLanger_Pexels.mp4
     (its index is at the start, so the first ~7.5 s still decode); a 2 s clip at
-    ``séance 1/vidéo patient.mp4``.
+    ``séance 1/vidéo patient.mp4``. The broken ones are :func:`at_rest`: last modified an
+    hour ago, so ``process`` takes them as finished files, not copies in progress.
 ``damaged_video`` (function)
     WolfgangLanger_Pexels.mp4 with one byte in every 4 KiB between 40 % and 60 % of the
     file overwritten (fixed seed): the index is intact, ~10 s of the picture is damaged,
@@ -257,18 +258,29 @@ def make_clip(tmp_path: Path) -> Callable[..., Path]:
     return make
 
 
+def at_rest(path: Path, age_s: float = 3600.0) -> Path:
+    """``path``, last modified ``age_s`` seconds ago: a broken file written just now would
+    look like a copy still in progress, which ``process`` leaves pending
+    (``--settle-seconds``); these are broken files that are finished."""
+    import time
+
+    then = time.time() - age_s
+    os.utime(path, (then, then))
+    return path
+
+
 @pytest.fixture
 def empty_video(tmp_path: Path) -> Path:
     path = tmp_path / "empty.mp4"
     path.write_bytes(b"")
-    return path
+    return at_rest(path)
 
 
 @pytest.fixture
 def text_video(tmp_path: Path) -> Path:
     path = tmp_path / "notes.mp4"
     path.write_text("session notes, not a video\n" * 20)
-    return path
+    return at_rest(path)
 
 
 @pytest.fixture
@@ -285,7 +297,7 @@ def damaged_video(tmp_path: Path, sample_dir: Path) -> Path:
         data[offset] = int(noise[k])
     path = tmp_path / "damaged.mp4"
     path.write_bytes(bytes(data))
-    return path
+    return at_rest(path)
 
 
 @pytest.fixture
@@ -293,7 +305,7 @@ def truncated_video(tmp_path: Path, sample_dir: Path) -> Path:
     data = (sample_dir / TRUNCATE_SOURCE).read_bytes()
     path = tmp_path / "truncated.mp4"
     path.write_bytes(data[: int(len(data) * 0.4)])
-    return path
+    return at_rest(path)
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import at_rest
 from helpers_model import (
     DEBUG_SPEC,
     make_debug_model,
@@ -240,7 +241,7 @@ def markup_named_text(tmp_path: Path) -> Path:
     path = tmp_path / "visit [" / "x] [bold].mp4"  # path "visit [/x] [bold].mp4"
     path.parent.mkdir()
     path.write_text("not a video\n")
-    return path
+    return at_rest(path)
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from conftest import at_rest
 from helpers_model import make_debug_model
 from typer.testing import CliRunner, Result
 
@@ -241,6 +242,7 @@ def test_jpeg_renamed_mp4_is_a_failed_row_without_folders_in_the_error(
 ) -> None:
     fake = inputs / "visit.mp4"
     fake.write_bytes((sample_dir / "stills" / "single_face.jpg").read_bytes())
+    at_rest(fake)  # a finished (misnamed) file, not a copy in progress
     out = tmp_path / "results.parquet"
     result = process(inputs, out, model)
     assert result.exit_code == EXIT_FAILED_VIDEOS, result.output

@@ -14,11 +14,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from helpers_cli import process
 from helpers_model import make_debug_model
-from typer.testing import CliRunner, Result
 
 import fervid.engine.runner
-from fervid.cli import EXIT_FAILED_VIDEOS, EXIT_OK, app
+from fervid.cli import EXIT_FAILED_VIDEOS, EXIT_OK
 from fervid.output.schema import FRAMES, VIDEOS
 from fervid.output.store import parts_root, read_table
 
@@ -29,11 +29,6 @@ NO_FACE = "no_face.mp4"
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_debug_model(tmp_path_factory.mktemp("model") / "debug.safetensors")
-
-
-def process(inputs: Path, out: Path, model: Path, *extra: object) -> Result:
-    args = ["process", inputs, "--out", out, "--model", model, "--local", "--json", *extra]
-    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 def videos_by_path(out: Path) -> dict[str, dict]:

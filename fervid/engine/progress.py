@@ -94,6 +94,8 @@ def print_summary(console: Console, s: RunSummary) -> None:
     t.add_row("videos ok", str(s.ok))
     t.add_row("videos failed", str(len(s.failed)))
     t.add_row("videos skipped", str(s.skipped))
+    if s.pending:
+        t.add_row("videos pending", str(len(s.pending)))
     if s.id_pattern_unmatched:
         t.add_row("not matching --id-pattern", str(len(s.id_pattern_unmatched)))
     t.add_row("frames sampled", str(s.frames))
@@ -104,6 +106,19 @@ def print_summary(console: Console, s: RunSummary) -> None:
     t.add_row("real-time factor", f"{s.realtime_factor:.2f}x")
     console.print(t)
     print_failures(console, s)
+    if s.replaced:  # the file at a path changed: its new result is the current one
+        console.print(
+            f"replaced {len(s.replaced)} changed recording(s) (earlier results moved to the "
+            f"output's .history/): {escape(', '.join(s.replaced))}",
+            highlight=False, soft_wrap=True,
+        )  # fmt: skip
+    if s.pending:  # not failures: still being copied, the next run takes them
+        console.print(
+            f"pending {len(s.pending)} recording(s) still being written (modified within "
+            f"--settle-seconds and not complete), left for a later run: "
+            f"{escape(', '.join(s.pending))}",
+            highlight=False, soft_wrap=True,
+        )  # fmt: skip
     for line in s.warnings:  # logged when found; repeated here so the end of a log has it
         console.print(f"[yellow]warning[/] {escape(line)}", highlight=False, soft_wrap=True)
     if s.id_pattern_unmatched:  # these rows have no subject: they never enter a trend

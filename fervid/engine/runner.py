@@ -165,6 +165,13 @@ class RunSummary:
     #: Problems found in the existing output (the store's ``warnings``: a torn part file
     #: moved to ``.quarantine/``, its video redone), one line each.
     warnings: list[str] = field(default_factory=list)
+    #: Paths not analysed because they are still being written (``--settle-seconds``):
+    #: not failures; a later run takes them.
+    pending: list[str] = field(default_factory=list)
+    #: Paths whose file has other content than their stored result: the new result
+    #: replaced it, and the old one was moved to the output's history (the store's
+    #: ``replaced``).
+    replaced: list[str] = field(default_factory=list)
 
     @property
     def realtime_factor(self) -> float:
@@ -188,6 +195,7 @@ class RunSummary:
             "chunks_resumed": self.chunks_resumed,
             "interrupted": self.interrupted, "id_pattern_unmatched": self.id_pattern_unmatched,
             "kept": self.kept, "warnings": self.warnings,
+            "pending": self.pending, "replaced": self.replaced,
             "outputs": {k: str(v) for k, v in self.outputs.items()},
         }  # fmt: skip
 
@@ -297,6 +305,7 @@ def run(
     check_before_writing(settings, spec)  # device, GPUs, Ray address, --out: refuse now
     settings_hash = settings.settings_hash(sha)
     videos = discover(settings.inputs, settings.discover)
+    videos, pending = _settled(videos, settings.discover.settle_seconds)
     store = (store_factory or OutputStore)(
         out=settings.out, class_names=spec.class_names, settings_json=settings.metadata_json(),
         model_sha256=sha, settings_hash=settings_hash, fervid_version=__version__,
@@ -309,8 +318,10 @@ def run(
     )
     workers = settings.workers or os.cpu_count() or 1
     summary = RunSummary(
-        id_pattern_unmatched=[v.rel_path for v in videos if v.id_pattern_matched is False]
+        id_pattern_unmatched=[v.rel_path for v in videos if v.id_pattern_matched is False],
+        pending=[v.rel_path for v in pending],
     )
+    supersede = _path_owner(videos, store, summary)
     executor: Executor | None = None
 
     def write_failed(v: VideoInput, msg: str) -> None:
@@ -341,6 +352,7 @@ def run(
         except Exception as e:
             write_failed(job.video, error_message(e))
             return
+        supersede(job.video, job.video.video_id)
         chunks.clear(job.video.video_id)
         summary.ok += 1
         summary.frames += len(faces.sampled_frame_index)
@@ -357,7 +369,9 @@ def run(
             # Rows are written only once the executor has started: one that refuses the
             # run (an attached cluster without the GPUs asked for) leaves the rows alone.
             writes: list[Callable[[], None]] = []
-            todo = _select(videos, store, settings, spec, sha, settings_hash, summary, writes)
+            todo = _select(
+                videos, store, settings, spec, sha, settings_hash, summary, writes, supersede
+            )
             summary.todo = len(todo)
             jobs: dict[str, _VideoJob] = {}
             tasks: list[ChunkTask] = []
@@ -419,8 +433,9 @@ def run(
         # Finalize the output before stopping the executor: whatever happens while Ray
         # shuts down, what was classified is on disk in its final form.
         try:
+            summary.replaced = list(store.replaced)
             summary.outputs = store.finalize()
-            summary.warnings = list(store.warnings)
+            summary.warnings += store.warnings
         finally:
             if executor is not None:
                 executor.close()
@@ -452,13 +467,16 @@ def _select(
     settings_hash: str,
     summary: RunSummary,
     writes: list[Callable[[], None]],
+    supersede: Callable[[VideoInput, str], None],
 ) -> list[VideoInput]:
     """The videos to process: not done with these settings, duplicates recorded once
     (their rows appended to ``writes``, for the caller to write).
 
     A duplicate is a second path with the same content (``video_id``): another input of
     this run, or, in a later run given only the copy, the path the stored result was
-    analysed under. It gets one ``skipped`` row with ``duplicate_of`` that path.
+    analysed under. It gets one ``skipped`` row with ``duplicate_of`` that path. Rows of
+    an input's path made from other content go to history (``supersede``) once the
+    path's current row is there: already, or a duplicate's row written here.
     """
     from fervid.output.tables import Identity, failed_video_table
 
@@ -474,6 +492,7 @@ def _select(
                                                  settings_hash=settings_hash, model_sha256=sha,
                                                  fervid_version=__version__, size_bytes=v.size_bytes,
                                                  class_names=spec.class_names))  # fmt: skip
+        supersede(v, dup_key)
 
     def record_duplicate(v: VideoInput, original: str) -> None:
         writes.append(functools.partial(write_duplicate, v, original))
@@ -485,6 +504,8 @@ def _select(
         if store.should_skip(v.video_id):  # done with these settings, under some path
             stored = store.stored_path(v.video_id)
             if stored is None or stored == v.rel_path:  # the analysed recording itself
+                # an older run's result of earlier content, if any, goes to history
+                writes.append(functools.partial(supersede, v, v.video_id))
                 summary.skipped += 1
             else:  # a copy, given to a later run than the one that analysed the content
                 record_duplicate(v, stored)
@@ -494,6 +515,47 @@ def _select(
             seen[v.video_id] = v
             todo.append(v)
     return todo
+
+
+def _settled(
+    videos: list[VideoInput], settle_seconds: float
+) -> tuple[list[VideoInput], list[VideoInput]]:
+    """``videos`` split into those to take and those still being written (pending)."""
+    from fervid.extract.settle import is_pending
+
+    now = time.time()  # one instant for the whole input list
+    pending = [v for v in videos if is_pending(v.path, settle_seconds, now=now)]
+    if not pending:
+        return videos, []
+    waiting = {id(v) for v in pending}
+    return [v for v in videos if id(v) not in waiting], pending
+
+
+def _path_owner(
+    videos: list[VideoInput], store: Any, summary: RunSummary
+) -> Callable[[VideoInput, str], None]:
+    """``supersede(video, key)``: the row under ``key`` is now ``video``'s path's current
+    one; the path's rows of other content move to the output's history.
+
+    Not for a path two inputs of this run share with different content (two folders
+    given, each holding ``call.mp4``): neither file is the other's newer version, so
+    both rows stay, with a warning naming the path."""
+    contents: dict[str, set[str]] = {}
+    for v in videos:
+        contents.setdefault(v.rel_path, set()).add(v.video_id)
+    shared = sorted(p for p, ids in contents.items() if len(ids) > 1)
+    for path in shared:
+        summary.warnings.append(
+            f"{len(contents[path])} inputs of other content have the same path {path} "
+            "(relative to the folders given); both results are kept, and a later run "
+            "with one of them replaces the other: give their common parent folder instead"
+        )
+
+    def supersede(video: VideoInput, key: str) -> None:
+        if video.rel_path not in shared:
+            store.supersede(video.rel_path, key)
+
+    return supersede
 
 
 def _short(s: str) -> str:

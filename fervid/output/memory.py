@@ -2,7 +2,7 @@
 
 :class:`MemoryStore` has the part of :class:`~fervid.output.store.OutputStore`'s
 interface the run loop uses (``write_video``, ``should_skip``, ``has_video``,
-``stored_path``, ``finalize``, ``warnings``, ``kept``), with the same schema checks and
+``stored_path``, ``supersede``, ``finalize``, ``warnings``, ``kept``, ``replaced``), with the same schema checks and
 file metadata, and gives the three tables in the order a consolidated file has them.
 """
 
@@ -36,6 +36,7 @@ class MemoryStore:
         self.metadata = file_metadata(settings_json, model_sha256, settings_hash, fervid_version)
         self.kept: list[str] = []
         self.warnings: list[str] = []
+        self.replaced: list[str] = []
         self._rows: dict[str, dict[str, pa.Table]] = {t: {} for t in TABLES}
 
     def should_skip(self, video_id: str) -> bool:
@@ -46,6 +47,9 @@ class MemoryStore:
 
     def stored_path(self, video_id: str) -> str | None:
         return None
+
+    def supersede(self, path: str, current: str) -> list[str]:
+        return []  # no earlier run's rows to move aside
 
     def write_video(
         self, video_id: str, frames: pa.Table, segments: pa.Table, videos_row: pa.Table

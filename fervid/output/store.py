@@ -40,7 +40,14 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from fervid.errors import ConfigError, InputError
-from fervid.output.atomic import TEMP_GLOB, commit, fsync_dir, fsync_file, temp_path
+from fervid.output.atomic import (
+    TEMP_GLOB,
+    atomic_path,
+    commit,
+    fsync_dir,
+    fsync_file,
+    temp_path,
+)
 from fervid.output.lock import FileLock, Locked
 from fervid.output.schema import (
     ADDED_COLUMN_DEFAULTS,
@@ -71,6 +78,12 @@ _COMPRESSION = "zstd"
 _BACKUP_SUFFIX = ".prev"
 #: Hidden folder (under the parts root) that unreadable part files are moved to.
 QUARANTINE = ".quarantine"
+#: Hidden folder (under the parts root) holding superseded results: a path's earlier
+#: result once the file at that path has other content (docs/schema.md, "One current
+#: result per path"), as ``<table>/<key>.<time>.parquet``, readable like any part.
+HISTORY = ".history"
+#: Key-value metadata of a videos file in :data:`HISTORY`: JSON ``{"reason", "by", "at"}``.
+META_SUPERSEDED = b"fervid.superseded"
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +182,8 @@ class OutputStore:
         self.kept: list[str] = []
         #: One line per problem found in the existing output (a damaged part moved away).
         self.warnings: list[str] = []
+        #: Paths whose earlier result (of other content) this run moved to history.
+        self.replaced: list[str] = []
         for t in TABLES:
             (self.root / t).mkdir(parents=True, exist_ok=True)
         self._lock_file = self._lock()
@@ -179,7 +194,7 @@ class OutputStore:
             _check_compatible(self.out, self.root, self.layout, self.schemas)
             if self.layout is Layout.FILE:
                 self._adopt_consolidated()
-            self._done, self._paths = self._scan_completed()
+            self._done, self._paths, self._key_path = self._scan_completed()
         except BaseException:
             self.close()
             raise
@@ -267,13 +282,43 @@ class OutputStore:
         for t in TABLES:
             fsync_dir(self.root / t)
         self._written += 1
+        path = videos_row.column("path")[0].as_py()
+        self._key_path[video_id] = path
         if status.has_result:
             self._done[row_id] = videos_row.column("settings_hash")[0].as_py()
-            self._paths[row_id] = videos_row.column("path")[0].as_py()
+            self._paths[row_id] = path
         elif row_id == video_id:
             self._done.pop(row_id, None)
             self._paths.pop(row_id, None)
         return True
+
+    def supersede(self, path: str, current: str) -> list[str]:
+        """Move every stored row of ``path`` other than the part ``current`` (the result,
+        or a duplicate's skipped row, of what the file at ``path`` holds now) to
+        :data:`HISTORY`: the file's content changed (a copy finished after a partial
+        one was analysed, a recording re-exported), and one path has one current
+        result. The moved videos row records why in its :data:`META_SUPERSEDED`
+        metadata. Returns the keys moved; the path is added to :attr:`replaced`."""
+        self._check_open()
+        old = sorted(k for k, p in self._key_path.items() if p == path and k != current)
+        if not old:
+            return []
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        why = json.dumps({
+            "reason": f"the file at {path} has other content now",
+            "by": current, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }).encode()  # fmt: skip
+        for key in old:
+            self._move_parts(
+                key, self.root / HISTORY, f".{stamp}{PART_SUFFIX}", {META_SUPERSEDED: why}
+            )
+            self._key_path.pop(key, None)
+            if self._paths.get(key) == path:  # a result of the old content (key is its id)
+                self._done.pop(key, None)
+                self._paths.pop(key, None)
+        self._dirty = True
+        self.replaced.append(path)
+        return old
 
     def _keep_previous(self, video_id: str, error: str) -> None:
         """Record a rerun's failure on the stored row (``last_error``), keeping its result,
@@ -416,18 +461,42 @@ class OutputStore:
                     bad.setdefault(p.name[: -len(PART_SUFFIX)], f"{t}/{p.name}: {_one_line(e)}")
         stamp = time.strftime("%Y%m%dT%H%M%S")
         for key, why in sorted(bad.items()):
-            for t in TABLES:
-                part = self._part(t, key)
-                if part.exists():
-                    dest = self.root / QUARANTINE / t / f"{part.name}.{stamp}"
-                    dest.parent.mkdir(parents=True, exist_ok=True)
-                    os.replace(part, dest)
+            # not ending in .parquet: nothing reads a quarantined file back by accident
+            self._move_parts(key, self.root / QUARANTINE, f"{PART_SUFFIX}.{stamp}")
             self._dirty = True
             where = (self.root / QUARANTINE).name
             self.warnings.append(
                 f"damaged result file {why}; moved to {where}/, video {key} will be redone"
             )
             log.warning("%s", self.warnings[-1])
+
+    def _move_parts(
+        self, key: str, folder: Path, suffix: str, metadata: dict[bytes, bytes] | None = None
+    ) -> None:
+        """Move ``key``'s parts to ``folder/<table>/<key><suffix>``, the videos part first
+        (the key stops counting as done before its rows leave). ``metadata``: added to
+        the moved videos file's key-value metadata (the file is rewritten for it)."""
+        for t in (VIDEOS, FRAMES, SEGMENTS):
+            part = self._part(t, key)
+            if not part.exists():
+                continue
+            dest = folder / t / f"{key}{suffix}"
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if metadata and t == VIDEOS:
+                try:
+                    table = pq.read_table(part)
+                except (OSError, pa.ArrowException):  # unreadable: moved as it is
+                    table = None
+                if table is not None:
+                    meta = (table.schema.metadata or {}) | metadata
+                    with atomic_path(dest) as tmp:
+                        pq.write_table(table.replace_schema_metadata(meta), tmp,
+                                       compression=_COMPRESSION)  # fmt: skip
+                    part.unlink()
+                    continue
+            os.replace(part, dest)
+        for t in TABLES:
+            fsync_dir(self.root / t)
 
     def _adopt_consolidated(self) -> None:
         """When consolidated files exist but the parts folder holds no videos (it was
@@ -470,35 +539,37 @@ class OutputStore:
         for t in TABLES:
             fsync_dir(self.root / t)
 
-    def _scan_completed(self) -> tuple[dict[str, str], dict[str, str]]:
-        """video_id -> settings_hash, and video_id -> path, of the videos with a result."""
-        files = _parquet_files(self.root / VIDEOS)
-        if not files:
-            return {}, {}
+    def _scan_completed(self) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+        """video_id -> settings_hash, and video_id -> path, of the videos with a result;
+        part key -> path of every videos part (whatever its status)."""
         cols = ["video_id", "status", "settings_hash", "path"]
-        t = ds.dataset(files, format="parquet").to_table(columns=cols)
         done: dict[str, str] = {}
         paths: dict[str, str] = {}
-        for vid, status, h, path in zip(*(t.column(c).to_pylist() for c in cols), strict=True):
-            if VideoStatus(status).has_result:
-                done[vid], paths[vid] = h, path
-        return done, paths
+        key_path: dict[str, str] = {}
+        for key, row in self._videos_rows(cols):
+            key_path[key] = row["path"]
+            if VideoStatus(row["status"]).has_result:
+                done[row["video_id"]], paths[row["video_id"]] = row["settings_hash"], row["path"]
+        return done, paths, key_path
+
+    def _videos_rows(self, columns: list[str]) -> list[tuple[str, dict[str, Any]]]:
+        """(part key, ``columns`` of its row) for every videos part, in key order."""
+        keys = sorted(self._keys(VIDEOS))
+        if not keys:
+            return []
+        files = [self._part(VIDEOS, k) for k in keys]
+        t = ds.dataset(files, format="parquet").to_table(columns=columns)
+        if t.num_rows != len(keys):  # parts written by hand with several rows: one by one
+            rows = [pq.read_table(f, columns=columns).slice(0, 1).to_pylist()[0] for f in files]
+        else:  # one row per part, in file-list order
+            rows = t.to_pylist()
+        return list(zip(keys, rows, strict=True))
 
     # ----------------------------------------------------------------------- consolidation
     def _ordered_keys(self) -> list[str]:
         """Part keys in the order their rows appear in the consolidated files: by path."""
-        keys = sorted(self._keys(VIDEOS))
-        if not keys:
-            return []
-        t = ds.dataset([self._part(VIDEOS, k) for k in keys], format="parquet").to_table(
-            columns=["path"]
-        )
-        paths = t.column("path").to_pylist()  # one row per part, in file-list order
-        if len(paths) != len(keys):  # parts written by hand with several rows: read one by one
-            paths = [
-                pq.read_table(self._part(VIDEOS, k), columns=["path"])[0][0].as_py() for k in keys
-            ]
-        return [k for _, k in sorted(zip(paths, keys, strict=True))]
+        rows = self._videos_rows(["path"])
+        return [k for _, k in sorted((row["path"], k) for k, row in rows)]
 
     def _consolidate(self, table: str, keys: list[str], dest: Path) -> None:
         schema = self.schemas[table].with_metadata(self.metadata)
