@@ -8,13 +8,15 @@ SIGTERM after writing everything finished (a rerun resumes).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import json
 import sys
+from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TextIO, TypeVar
 
 import typer
 from rich.console import Console
@@ -145,14 +147,22 @@ def _root(
     """Batch facial-emotion timelines from recorded video."""
 
 
-def _fail(e: FervidError) -> typer.Exit:
+def _fail(e: FervidError, *, json_out: bool = False) -> typer.Exit:
     # One unwrapped line (logs are grepped); the message may hold "[...]" from file names,
     # which rich would otherwise read as markup.
     console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
-    return typer.Exit(EXIT_USAGE)
+    return _exit(EXIT_USAGE, str(e), json_out=json_out)
 
 
-def _fail_io(e: OSError, out: Path) -> typer.Exit:
+def _exit(code: int, error: str, *, json_out: bool) -> typer.Exit:
+    """The exit of a run that ended without a summary; with ``--json`` its one document
+    on stdout says why (``{"error", "exit_code"}``), so stdout always parses."""
+    if json_out:
+        typer.echo(json.dumps({"error": error, "exit_code": code}))
+    return typer.Exit(code)
+
+
+def _fail_io(e: OSError, out: Path, *, json_out: bool = False) -> typer.Exit:
     """One line for an I/O error on the output, from the first error of a chain (a full
     disk fails the write, then the cleanup after it)."""
     import errno
@@ -167,13 +177,12 @@ def _fail_io(e: OSError, out: Path) -> typer.Exit:
         fix = "make it writable or choose another --out"
     else:
         fix = "check the disk, or choose another --out"
-    console.print(
-        f"[bold red]error:[/] cannot write the results to --out={escape(str(out))}: "
-        f"{escape(why)}; {fix} (what was written before is kept; a rerun continues)",
-        highlight=False,
-        soft_wrap=True,
+    line = (
+        f"cannot write the results to --out={out}: {why}; {fix} (what was written before "
+        "is kept; a rerun continues)"
     )
-    return typer.Exit(EXIT_OUTPUT)
+    console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
+    return _exit(EXIT_OUTPUT, line, json_out=json_out)
 
 
 def _show_library_warnings() -> None:
@@ -240,7 +249,9 @@ _CONFIG_OPTION = Annotated[
 ]
 
 
-def _resolve(ctx: typer.Context, config: Path | None, options: dict[str, Any]) -> Resolved:
+def _resolve(
+    ctx: typer.Context, config: Path | None, options: dict[str, Any], *, json_out: bool = False
+) -> Resolved:
     """Every option's value and source: the command line's, else the environment's,
     else the config file's, else the default (one line and exit 2 on a bad one)."""
     try:
@@ -253,7 +264,7 @@ def _resolve(ctx: typer.Context, config: Path | None, options: dict[str, Any]) -
         file = load_config(path) if path is not None else None
         return layer(given=given, env=read_env(), file=file, config=path)
     except FervidError as e:
-        raise _fail(e) from None
+        raise _fail(e, json_out=json_out) from None
 
 
 def _process(
@@ -263,18 +274,24 @@ def _process(
     config: Path | None,
     quiet: bool,
     json_summary: bool,
+    verbose: bool,
+    log_file: Path | None,
     local: bool,
     **options: Any,
 ) -> None:
     """Analyse videos and write per-frame, per-segment and per-video emotion tables."""
-    resolved = _resolve(ctx, config, options)
+    resolved = _resolve(ctx, config, options, json_out=json_summary)
     try:
         settings = run_settings(inputs, out, resolved)
         if local:  # hidden debugging switch; --executor was still checked above
             settings = dataclasses.replace(settings, executor=ExecutorKind.LOCAL)
+        # Ray forwards its workers' lines only where they are shown or logged
+        settings = dataclasses.replace(settings, log_workers=verbose or log_file is not None)
     except FervidError as e:
-        raise _fail(e) from None
-    _run_process(settings, out, quiet=quiet, json_summary=json_summary)
+        raise _fail(e, json_out=json_summary) from None
+    _run_process(
+        settings, out, quiet=quiet, json_summary=json_summary, verbose=verbose, log_file=log_file
+    )
 
 
 _process.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
@@ -294,7 +311,15 @@ _process.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
             help="Print only errors: no progress, no summary.")], False),
         _kw("json_summary", Annotated[bool, typer.Option(
             "--json", rich_help_panel=PANEL_OUTPUT,
-            help="Print a machine-readable summary on stdout.")], False),
+            help="Print a machine-readable summary on stdout (always one JSON document).")],
+            False),
+        _kw("verbose", Annotated[bool, typer.Option(
+            "--verbose", "-v", rich_help_panel=PANEL_OUTPUT,
+            help="Also show Ray's, its workers' and OpenCV's lines (on stderr).")], False),
+        _kw("log_file", Annotated[Path | None, typer.Option(
+            "--log-file", rich_help_panel=PANEL_OUTPUT,
+            help="Append a full log here (created 0600): per-video timings, Ray's and its "
+            "workers' lines, which never reach the terminal without --verbose.")], None),
         _kw("local", Annotated[bool, typer.Option(
             "--local", hidden=True, help="Run in-process without Ray (debugging).")], False),
     ]
@@ -302,21 +327,32 @@ _process.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
 app.command("process", cls=_Command)(_process)
 
 
-def _run_process(settings: Any, out: Path, *, quiet: bool, json_summary: bool) -> None:
+def _run_process(
+    settings: Any,
+    out: Path,
+    *,
+    quiet: bool,
+    json_summary: bool,
+    verbose: bool = False,
+    log_file: Path | None = None,
+) -> None:
     """Run ``settings`` with progress on stderr and exit with the run's exit code."""
     # Only now the heavy imports (numpy, pyarrow, OpenCV...): a bad option answers at once.
+    from fervid.engine.log_capture import captured
     from fervid.engine.progress import RichHooks, print_failures, print_summary
     from fervid.engine.runner import RunInterrupted, Terminated, run
 
     hooks = RichHooks(console, enabled=not quiet)
     _show_library_warnings()
     try:
-        with hooks:
+        # Ray's and OpenCV's lines go to --log-file (or nowhere), never to stdout: the
+        # --json document printed below is all that stdout holds
+        with captured(log_file, verbose=verbose) as terminal, _console_on(terminal), hooks:
             summary = run(settings, hooks=hooks)
     except FervidError as e:
-        raise _fail(e) from None
+        raise _fail(e, json_out=json_summary) from None
     except OSError as e:  # the output's disk: read-only, full, failing
-        raise _fail_io(e, out) from None
+        raise _fail_io(e, out, json_out=json_summary) from None
     except RunInterrupted as e:  # everything finished is on disk; a rerun resumes
         if not quiet:
             print_summary(console, e.summary)
@@ -326,7 +362,8 @@ def _run_process(settings: Any, out: Path, *, quiet: bool, json_summary: bool) -
         raise typer.Exit(EXIT_SIGTERM if e.signal_name == "SIGTERM" else EXIT_SIGINT) from None
     except KeyboardInterrupt as e:  # a second Ctrl-C while the output was being finalized
         console.print("interrupted; rerun to resume", highlight=False)
-        raise typer.Exit(EXIT_SIGTERM if isinstance(e, Terminated) else EXIT_SIGINT) from None
+        code = EXIT_SIGTERM if isinstance(e, Terminated) else EXIT_SIGINT
+        raise _exit(code, "interrupted; rerun to resume", json_out=json_summary) from None
     if quiet:
         print_failures(console, summary)  # errors only
     else:
@@ -379,6 +416,16 @@ def _config_init(
     with atomic_path(path) as tmp:
         tmp.write_text(template(), encoding="utf-8")
     typer.echo(str(path))
+
+
+@contextlib.contextmanager
+def _console_on(stream: TextIO) -> Iterator[None]:
+    """Point the CLI's console at ``stream`` (the terminal) for the block."""
+    console.file = stream
+    try:
+        yield
+    finally:
+        console.file = None  # type: ignore[assignment]  # rich: back to sys.stderr
 
 
 def _enum(cls: type[E], value: str, option: str) -> E:

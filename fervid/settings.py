@@ -328,6 +328,9 @@ class RunSettings:
     # Classifier actors on GPUs, one per GPU; None: every GPU Ray sees (when --device
     # allows CUDA); 0: one classifier actor on the CPU.
     gpus: int | None = None
+    # Ray forwards its workers' output and its INFO lines to this process (what
+    # --log-file and --verbose show); off, they stay in Ray's session folder. Structural.
+    log_workers: bool = False
 
     def __post_init__(self) -> None:
         check_chunk_seconds(self.chunk_seconds)  # a bad value fails the run before any video

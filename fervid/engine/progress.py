@@ -60,6 +60,9 @@ class RichHooks:
             TextColumn("{task.completed:.0f}/{task.total:.0f} s"), TimeElapsedColumn(),
             TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.description}"),
             console=self.console, transient=True,  # logs keep the per-video lines only
+            # a library's print must not land above the bar (fervid.engine.log_capture
+            # sends it to the log instead)
+            redirect_stdout=False, redirect_stderr=False,
         )  # fmt: skip
         self._progress.__enter__()
         note = f"{skipped} already done" if skipped else ""

@@ -118,8 +118,9 @@ class RayExecutor:
         where = settings.ray_address or "embedded, 127.0.0.1 only"
         hooks.status(f"starting Ray ({where})")
         self.session = start_ray(
-            address=settings.ray_address, num_cpus=settings.workers or os.cpu_count() or 1
-        )
+            address=settings.ray_address, num_cpus=settings.workers or os.cpu_count() or 1,
+            log_workers=settings.log_workers,
+        )  # fmt: skip
         reinstall_sigterm_handler()  # ray.init replaced it with one that exits mid-write
         try:
             self._setup(settings, model)

@@ -95,20 +95,34 @@ class RaySession:
 
 
 def start_ray(
-    *, address: str | None, num_cpus: int | None, num_gpus: int | None = None
+    *,
+    address: str | None,
+    num_cpus: int | None,
+    num_gpus: int | None = None,
+    log_workers: bool = False,
 ) -> RaySession:
     """The Ray a run uses: the one already initialised in this process (left running),
-    an attached cluster (``address``), or a new loopback-only embedded one."""
+    an attached cluster (``address``), or a new loopback-only embedded one.
+    ``log_workers``: forward the workers' output and Ray's INFO lines to this process
+    (``RunSettings.log_workers``)."""
     import ray
 
     if ray.is_initialized():
         return RaySession(ray, owned=False, private_dir=None, saved_env={})
     if address:
-        return _attach(ray, address)
-    return _start_embedded(ray, num_cpus=num_cpus, num_gpus=num_gpus)
+        return _attach(ray, address, log_workers=log_workers)
+    return _start_embedded(ray, num_cpus=num_cpus, num_gpus=num_gpus, log_workers=log_workers)
 
 
-def _start_embedded(ray: Any, *, num_cpus: int | None, num_gpus: int | None) -> RaySession:
+def _log_options(log_workers: bool) -> dict[str, Any]:
+    """``ray.init`` logging arguments: quiet unless the run keeps a log."""
+    return {"logging_level": logging.INFO if log_workers else logging.ERROR,
+            "log_to_driver": log_workers, "configure_logging": True}  # fmt: skip
+
+
+def _start_embedded(
+    ray: Any, *, num_cpus: int | None, num_gpus: int | None, log_workers: bool
+) -> RaySession:
     private = Path(tempfile.mkdtemp(prefix="fervid-ray-"))  # mode 0700, owned by this run
     token = private / "auth_token"
     token.touch(mode=0o600)
@@ -121,8 +135,7 @@ def _start_embedded(ray: Any, *, num_cpus: int | None, num_gpus: int | None) -> 
         ray.init(
             address="local", num_cpus=num_cpus, num_gpus=num_gpus,
             _node_ip_address=LOOPBACK, _temp_dir=str(private / "ray"),
-            include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
-            configure_logging=True,
+            include_dashboard=False, **_log_options(log_workers),
         )  # fmt: skip
     except BaseException:  # Ctrl-C while Ray starts included: stop what did start
         with contextlib.suppress(Exception):
@@ -160,7 +173,7 @@ def check_address(address: str) -> None:
         ) from None
 
 
-def _attach(ray: Any, address: str) -> RaySession:
+def _attach(ray: Any, address: str, *, log_workers: bool) -> RaySession:
     check_address(address)
     host, port = _split_address(address)
     # Auth is the cluster's choice (`ray start` runs without a token unless RAY_AUTH_MODE
@@ -170,8 +183,7 @@ def _attach(ray: Any, address: str) -> RaySession:
         with _stderr_to_file():  # Ray's C++ log lines stay out of the terminal
             ray.init(
                 address=address,
-                _node_ip_address=_driver_ip(host, port),
-                logging_level=logging.ERROR, log_to_driver=False, configure_logging=True,
+                _node_ip_address=_driver_ip(host, port), **_log_options(log_workers),
             )  # fmt: skip
     except Exception as e:
         _restore_env(saved)

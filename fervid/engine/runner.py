@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -86,6 +87,8 @@ __all__ = [
     "run",
     "without_crops",
 ]  # fmt: skip
+
+log = logging.getLogger(__name__)
 
 
 def _with_probe_time(faces: VideoFaces, probe_s: float) -> VideoFaces:
@@ -354,6 +357,7 @@ def run(
             return
         supersede(job.video, job.video.video_id)
         chunks.clear(job.video.video_id)
+        log.info("%s", _timings(job.video, faces, job.count))
         summary.ok += 1
         summary.frames += len(faces.sampled_frame_index)
         summary.faces += faces.n_faces
@@ -515,6 +519,16 @@ def _select(
             seen[v.video_id] = v
             todo.append(v)
     return todo
+
+
+def _timings(video: VideoInput, faces: VideoFaces, chunks: int) -> str:
+    """One log line per written video: what it held and where the time went."""
+    times = ", ".join(f"{k} {v:.2f} s" for k, v in sorted(faces.seconds.items()))
+    return (
+        f"done {video.rel_path}: {faces.info.duration_s:.1f} s of video, "
+        f"{len(faces.sampled_frame_index)} frames sampled, {faces.n_faces} face rows, "
+        f"{chunks} chunk(s); {times}"
+    )
 
 
 def _settled(
