@@ -16,7 +16,7 @@ import sys
 from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, TextIO, TypeVar
+from typing import Annotated, Any, NoReturn, TextIO, TypeVar
 
 import typer
 from rich.console import Console
@@ -38,7 +38,7 @@ from fervid.config import (
     show_value,
     template,
 )
-from fervid.errors import ConfigError, FervidError
+from fervid.errors import ClusterLost, ConfigError, FervidError
 from fervid.settings import ExecutorKind
 
 EXIT_OK, EXIT_USAGE, EXIT_FAILED_VIDEOS = 0, 2, 3
@@ -46,6 +46,9 @@ E = TypeVar("E", bound=Enum)
 #: The results could not be written (read-only or full disk, I/O error): nothing about the
 #: videos is wrong; what was written before stays readable and a rerun continues.
 EXIT_OUTPUT = 4
+#: The attached Ray cluster lost the node the run attached to, or its GCS, mid-run: what
+#: finished is written, finished chunks are kept, and a rerun resumes.
+EXIT_CLUSTER_LOST = 5
 EXIT_SIGINT, EXIT_SIGTERM = 130, 143  # 128 + signal number, as shells report them
 
 
@@ -349,6 +352,8 @@ def _run_process(
         # --json document printed below is all that stdout holds
         with captured(log_file, verbose=verbose) as terminal, _console_on(terminal), hooks:
             summary = run(settings, hooks=hooks)
+    except ClusterLost as e:
+        _cluster_lost(e, json_out=json_summary)
     except FervidError as e:
         raise _fail(e, json_out=json_summary) from None
     except OSError as e:  # the output's disk: read-only, full, failing
@@ -371,6 +376,29 @@ def _run_process(
     if json_summary:
         typer.echo(json.dumps(summary.to_json()))
     raise typer.Exit(EXIT_FAILED_VIDEOS if summary.failed else EXIT_OK)
+
+
+def _cluster_lost(e: ClusterLost, *, json_out: bool) -> NoReturn:
+    """One ``error:`` line naming what was lost, the summary of what finished, and the
+    process ends at once with :data:`EXIT_CLUSTER_LOST`: Ray's exit handler would wait
+    ~60 s for the dead node and then print its own lines."""
+    import os
+
+    from fervid.engine.progress import print_summary
+    from fervid.engine.runner import RunSummary
+
+    console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+    if isinstance(e.summary, RunSummary):
+        print_summary(console, e.summary)
+        console.print(f"{e.summary.kept_text()}; rerun to resume", highlight=False, soft_wrap=True)
+        if json_out:
+            doc = e.summary.to_json() | {"error": str(e), "exit_code": EXIT_CLUSTER_LOST}
+            typer.echo(json.dumps(doc))
+    elif json_out:
+        typer.echo(json.dumps({"error": str(e), "exit_code": EXIT_CLUSTER_LOST}))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(EXIT_CLUSTER_LOST)
 
 
 # --------------------------------------------------------------------------- config

@@ -32,3 +32,11 @@ class DataError(FervidError):
 class MissingExtraError(FervidError, ImportError):
     """An optional feature's package is not installed; the message names the extra to
     install (``pip install 'fervid[decord]'``)."""
+
+
+class ClusterLost(FervidError):
+    """The attached Ray cluster lost the node this run's driver attached to, or its GCS,
+    mid-run. :func:`fervid.engine.runner.run` finalizes what finished and re-raises it
+    with ``summary`` (a ``RunSummary``) set."""
+
+    summary: object = None

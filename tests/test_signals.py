@@ -24,7 +24,12 @@ from fervid.output.store import read_table
 from fervid.settings import ClassifySettings, ExecutorKind, RunSettings
 
 LONG = "WolfgangLanger_Pexels.mp4"  # 19.7 s: 9 chunks of 2 s, persisted one by one
-MESSAGE = re.compile(r"^interrupted: (\d+) done, (\d+) not started; rerun to resume$", re.M)
+#: "interrupted: 0 of 3 videos done; 4 of 10 chunks of a_long.mp4 kept; rerun to resume"
+MESSAGE = re.compile(
+    r"^interrupted: (\d+) of (\d+) videos done((?:; \d+ of \d+ chunks of \S+ kept)*); "
+    r"rerun to resume$",
+    re.M,
+)
 
 
 def _same_rows(a: pa.Table, b: pa.Table) -> None:
@@ -79,13 +84,19 @@ def test_signal_mid_run_then_rerun_equals_an_uninterrupted_run(
     summary = json.loads(stdout)
     assert summary["interrupted"] == sig.name
     assert (int(line[0]), int(line[1])) == (summary["ok"] + len(summary["failed"]),
-                                            summary["todo"] - summary["ok"])  # fmt: skip
+                                            summary["todo"])  # fmt: skip
+    # the long video was cut short: the line and --json say how many of its chunks stay
+    (partial,) = summary["partial"]
+    assert (partial["path"], partial["chunks"]) == ("a_long.mp4", 10)
+    assert 1 <= partial["chunks_kept"] < 10
+    assert line[2] == f"; {partial['chunks_kept']} of 10 chunks of a_long.mp4 kept"
 
     again = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tmp_path,
                            timeout=600)  # fmt: skip
     assert again.returncode == 0, again.stderr
     resumed = json.loads(again.stdout)
-    assert resumed["chunks_resumed"] >= 1  # the long video went on from its last chunk
+    # the long video went on from exactly the chunks the line said were kept
+    assert resumed["chunks_resumed"] == partial["chunks_kept"]
     assert resumed["ok"] + resumed["skipped"] == 3 and not resumed["failed"]
     assert not list(chunks.glob("*/*/*.parquet"))  # merged into the video and removed
 

@@ -24,7 +24,7 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,7 +54,7 @@ from fervid.engine.tasks import (
     NullHooks,
     without_crops,
 )
-from fervid.errors import FervidError
+from fervid.errors import ClusterLost, FervidError
 from fervid.model.spec import ModelSpec
 from fervid.records import VideoFaces, VideoInfo, VideoInput
 from fervid.settings import ExecutorKind, RunSettings
@@ -171,6 +171,9 @@ class RunSummary:
     #: Paths not analysed because they are still being written (``--settle-seconds``):
     #: not failures; a later run takes them.
     pending: list[str] = field(default_factory=list)
+    #: Videos a stopped run left unfinished with some of their chunks on disk:
+    #: (path, chunks kept, chunks planned); a rerun starts from them.
+    partial: list[tuple[str, int, int]] = field(default_factory=list)
     #: Paths whose file has other content than their stored result: the new result
     #: replaced it, and the old one was moved to the output's history (the store's
     #: ``replaced``).
@@ -186,6 +189,16 @@ class RunSummary:
         """Videos of this run written (ok or failed)."""
         return self.ok + len(self.failed)
 
+    def kept_text(self, most: int = 3) -> str:
+        """What a stopped run kept, for its one line: videos written of those it set out
+        to do, and the chunks on disk of the unfinished ones (the first ``most``)."""
+        parts = [f"{self.done} of {self.todo} videos done"]
+        parts += [f"{k} of {n} chunks of {p} kept" for p, k, n in self.partial[:most]]
+        if len(self.partial) > most:
+            more = self.partial[most:]
+            parts.append(f"{sum(k for _, k, _ in more)} chunks of {len(more)} more videos kept")
+        return "; ".join(parts)
+
     def to_json(self) -> dict[str, Any]:
         """The machine-readable summary (``fervid process --json``)."""
         return {
@@ -199,6 +212,7 @@ class RunSummary:
             "interrupted": self.interrupted, "id_pattern_unmatched": self.id_pattern_unmatched,
             "kept": self.kept, "warnings": self.warnings,
             "pending": self.pending, "replaced": self.replaced,
+            "partial": [{"path": p, "chunks_kept": k, "chunks": n} for p, k, n in self.partial],
             "outputs": {k: str(v) for k, v in self.outputs.items()},
         }  # fmt: skip
 
@@ -213,8 +227,9 @@ class RunInterrupted(KeyboardInterrupt):
 
     @property
     def message(self) -> str:
-        s = self.summary
-        return f"interrupted: {s.done} done, {s.todo - s.done} not started; rerun to resume"
+        """What was kept: ``interrupted: 0 of 1 videos done; 6 of 20 chunks of
+        clip.mp4 kept; rerun to resume``."""
+        return f"interrupted: {self.summary.kept_text()}; rerun to resume"
 
 
 def counted(n: int, what: str) -> str:
@@ -284,7 +299,9 @@ def run(
     :class:`~fervid.output.memory.MemoryStore`); finished chunks then stay in memory too.
 
     Ctrl-C or SIGTERM: what is finished is already on disk (videos, and the chunks of
-    long videos); the output is finalized and :class:`RunInterrupted` is raised.
+    long videos); the output is finalized and :class:`RunInterrupted` is raised. The
+    same for an attached cluster that lost its node or GCS, then
+    :class:`~fervid.errors.ClusterLost` with ``summary`` set.
     """
     from fervid.engine.model_ref import model_ref
     from fervid.engine.preflight import check_before_writing
@@ -326,6 +343,8 @@ def run(
     )
     supersede = _path_owner(videos, store, summary)
     executor: Executor | None = None
+    lost: ClusterLost | None = None
+    jobs: dict[str, _VideoJob] = {}
 
     def write_failed(v: VideoInput, msg: str) -> None:
         row = failed_video_table(
@@ -377,7 +396,6 @@ def run(
                 videos, store, settings, spec, sha, settings_hash, summary, writes, supersede
             )
             summary.todo = len(todo)
-            jobs: dict[str, _VideoJob] = {}
             tasks: list[ChunkTask] = []
             for v in todo:  # probe in the driver: the plan and the progress total up front
                 tp = time.perf_counter()
@@ -424,15 +442,19 @@ def run(
                         executor.cancel_video(job.video.video_id)
                         write_failed(job.video, error_message(outcome.error))
                         continue
+                    if len(job.parts) + 1 < job.count:  # a long video: each chunk on disk
+                        chunks.save(  # before it counts as kept
+                            outcome.faces, outcome.probs, outcome.task.index, job.count, job.chunk_s
+                        )
                     job.parts[outcome.task.index] = (outcome.faces, outcome.probs)
                     if len(job.parts) == job.count:
                         write_done(job)
-                    elif job.count > 1:  # a long video: keep each chunk until the end
-                        chunks.save(
-                            outcome.faces, outcome.probs, outcome.task.index, job.count, job.chunk_s
-                        )
     except KeyboardInterrupt as e:
         summary.interrupted = "SIGTERM" if isinstance(e, Terminated) else "SIGINT"
+        summary.partial = _kept_chunks(jobs.values())
+    except ClusterLost as e:  # an attached cluster's node or GCS died: keep what finished
+        lost = e
+        summary.partial = _kept_chunks(jobs.values())
     finally:
         # Finalize the output before stopping the executor: whatever happens while Ray
         # shuts down, what was classified is on disk in its final form.
@@ -444,6 +466,9 @@ def run(
             if executor is not None:
                 executor.close()
         summary.wall_s = time.perf_counter() - t0
+    if lost is not None:
+        lost.summary = summary
+        raise lost
     if summary.interrupted:
         raise RunInterrupted(summary, summary.interrupted)
     return summary
@@ -519,6 +544,16 @@ def _select(
             seen[v.video_id] = v
             todo.append(v)
     return todo
+
+
+def _kept_chunks(jobs: Iterable[_VideoJob]) -> list[tuple[str, int, int]]:
+    """(path, chunks on disk, chunks planned) of the unwritten videos with any chunk
+    kept: every classified chunk of a multi-chunk video is saved at once."""
+    return [
+        (j.video.rel_path, len(j.parts), j.count)
+        for j in jobs
+        if j.count > 1 and j.parts and not j.failed and len(j.parts) < j.count
+    ]
 
 
 def _timings(video: VideoInput, faces: VideoFaces, chunks: int) -> str:
