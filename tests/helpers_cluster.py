@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -32,6 +33,12 @@ from ray.scripts.scripts import main
 sys.argv = ["ray", *sys.argv[1:]]
 main()
 """
+
+
+#: A line of Ray's C++ logger ("[2026-12-07 14:02:11,123 E 4242 4243] core_worker.cc:..."),
+#: of its raylet relay ("(raylet) ..."), or of a worker ("(pid=4242) ...", "(_extract_task
+#: pid=...)"): what must never reach fervid's terminal.
+RAY_LINE = re.compile(r"^\[\d{4}-\d\d-\d\d [\d:,]+ [A-Z] \d+ \d+\]|\(raylet\)|\(\w* ?pid=\d+", re.M)
 
 
 def free_port() -> int:

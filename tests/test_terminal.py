@@ -23,15 +23,12 @@ from pathlib import Path
 import psutil
 import pytest
 from helpers_cli import process
+from helpers_cluster import RAY_LINE
 from helpers_model import make_debug_model
 
 from fervid.cli import EXIT_USAGE
 
 LONG = "WolfgangLanger_Pexels.mp4"  # 19.7 s: 10 chunks of 2 s
-#: A line of Ray's C++ logger ("[2026-12-07 14:02:11,123 E 4242 4243] core_worker.cc:..."),
-#: of its raylet relay ("(raylet) ..."), or of a worker ("(pid=4242) ...", "(_extract_task
-#: pid=...)").
-RAY_LINE = re.compile(r"^\[\d{4}-\d\d-\d\d [\d:,]+ [A-Z] \d+ \d+\]|\(raylet\)|\(\w* ?pid=\d+", re.M)
 
 
 def _kill_one_extraction_worker(proc: subprocess.Popen, deadline: float) -> int:
@@ -79,7 +76,9 @@ def test_a_ray_worker_killed_mid_run_leaves_stdout_one_json_document(
     assert "Traceback" not in stderr
     logged = log.read_text()
     assert "A worker died" in logged and str(killed) in logged  # Ray's line, in the log
-    assert re.search(r"INFO fervid\.engine\.runner: done a\.mp4: 19\.7 s of video, 40 frames", logged)
+    assert re.search(
+        r"INFO fervid\.engine\.runner: done a\.mp4: 19\.7 s of video, 40 frames", logged
+    )
     assert oct(log.stat().st_mode & 0o777) == "0o600"
 
 
