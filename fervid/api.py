@@ -165,7 +165,12 @@ def analyze(video: PathLike, *, config: PathLike | None = None, **settings: Any)
     run_settings = build_settings(
         path, "fervid-analyze", settings, config=config, where="fervid.analyze()"
     )
-    run_settings = dataclasses.replace(run_settings, executor=ExecutorKind.LOCAL)
+    # one file handed over by the caller is analysed as it is: never left pending as a
+    # copy in progress (--settle-seconds is for folders that uploads land in)
+    run_settings = dataclasses.replace(
+        run_settings, executor=ExecutorKind.LOCAL,
+        discover=dataclasses.replace(run_settings.discover, settle_seconds=0.0),
+    )  # fmt: skip
     stores: list[MemoryStore] = []
 
     def memory_store(**kwargs: Any) -> MemoryStore:
