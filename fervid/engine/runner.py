@@ -57,7 +57,7 @@ from fervid.engine.tasks import (
 from fervid.errors import ClusterLost, FervidError
 from fervid.model.spec import ModelSpec
 from fervid.records import VideoFaces, VideoInfo, VideoInput
-from fervid.settings import ExecutorKind, RunSettings
+from fervid.settings import Detector, ExecutorKind, RunSettings
 
 # The stages and records live in their own modules (the Ray executor imports them too,
 # so neither it nor this module imports the other at load); named here for callers.
@@ -107,8 +107,12 @@ class LocalExecutor:
 
     name = "local"
 
-    def __init__(self, settings: RunSettings, model: ModelRef, classifier: Any = None) -> None:
+    def __init__(
+        self, settings: RunSettings, model: ModelRef, classifier: Any = None, hooks: Any = None
+    ) -> None:
         self.settings, self.spec = settings, model.spec
+        #: the run's hooks: a ChunkProgress reports the seconds decoded inside a chunk
+        self._progress = getattr(hooks, "chunk_progress", None)
         if classifier is None:
             from fervid.model.classify import EmotionClassifier
 
@@ -124,9 +128,11 @@ class LocalExecutor:
             if task.video.video_id in self._cancelled:
                 continue
             try:
+                report = self._progress
                 faces = extract_video(
                     task.video, self.settings, self.spec,
                     start_s=task.start_s, end_s=task.end_s, info=task.info,
+                    progress=None if report is None else functools.partial(report, task),
                 )  # fmt: skip
                 probs = self.classifier(faces.crops)  # (n, C)
             except Exception as e:  # recorded per video, never fatal to the run
@@ -139,6 +145,43 @@ class LocalExecutor:
 
     def close(self) -> None:
         pass
+
+
+class ChunkProgress:
+    """The caller's hooks, plus ``chunk_progress(task, seconds)`` for executors to call
+    while a chunk is decoded: each report and each finished chunk becomes a
+    ``chunk_done`` of the seconds not yet counted, so the bar (and its ETA) moves inside
+    a chunk and never counts a second twice."""
+
+    def __init__(self, hooks: Hooks) -> None:
+        self.inner = hooks
+        self._counted: dict[tuple[str, int], float] = {}  # (video_id, chunk) -> seconds
+
+    def status(self, message: str) -> None:
+        self.inner.status(message)
+
+    def start(self, total: int, skipped: int, seconds: float) -> None:
+        self.inner.start(total, skipped, seconds)
+
+    def chunk_done(self, video: VideoInput, seconds: float) -> None:
+        self.inner.chunk_done(video, seconds)
+
+    def video_done(self, video: VideoInput, status: str, detail: str) -> None:
+        self.inner.video_done(video, status, detail)
+
+    def chunk_progress(self, task: ChunkTask, seconds: float) -> None:
+        """``seconds`` of ``task``'s chunk are decoded (from its start)."""
+        key = (task.video.video_id, task.index)
+        counted = self._counted.get(key, 0.0)
+        now = min(seconds, task.seconds)
+        if now > counted:
+            self._counted[key] = now
+            self.inner.chunk_done(task.video, now - counted)
+
+    def chunk_finished(self, task: ChunkTask) -> None:
+        """``task`` is classified (or failed): the rest of its seconds."""
+        counted = self._counted.pop((task.video.video_id, task.index), 0.0)
+        self.inner.chunk_done(task.video, max(0.0, task.seconds - counted))
 
 
 # --------------------------------------------------------------------------- run
@@ -317,8 +360,12 @@ def run(
     )
 
     t0 = time.perf_counter()
-    hooks = hooks or NullHooks()
+    hooks = ChunkProgress(hooks or NullHooks())
     settings = resolve_paths(settings)
+    if settings.detect.detector is Detector.RES10:  # cv2 loads in the driver for this only
+        from fervid.extract.detect import check_detector
+
+        check_detector(settings.detect)  # OpenCV 5, no weights: exit 2 before any write
     assert settings.classify.model_path is not None  # resolve_paths resolved it
     model = model_ref(settings.classify.model_path)  # header + bytes; no weights loaded here
     spec, sha = model.spec, model.sha256
@@ -434,7 +481,7 @@ def run(
             if executor is not None:
                 for outcome in executor.run(tasks):
                     job = jobs[outcome.task.video.video_id]
-                    hooks.chunk_done(job.video, outcome.task.seconds)
+                    hooks.chunk_finished(outcome.task)
                     if job.failed:
                         continue  # another chunk of this video failed first
                     if isinstance(outcome, ChunkFailed):
@@ -649,7 +696,7 @@ def choose_executor(settings: RunSettings, seconds: float) -> ExecutorKind:
 def default_executor_factory(settings: RunSettings, seconds: float) -> ExecutorFactory:
     """The executor class for ``settings`` and a job of ``seconds`` of video."""
     if choose_executor(settings, seconds) is ExecutorKind.LOCAL:
-        return lambda st, model, hooks: LocalExecutor(st, model)
+        return lambda st, model, hooks: LocalExecutor(st, model, hooks=hooks)
     from fervid.engine.ray_executor import RayExecutor
 
     return RayExecutor

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -37,6 +38,10 @@ def plan_chunks(info: VideoInfo, chunk_seconds: float) -> list[Chunk]:
     return [(a, starts[k + 1] if k + 1 < n else None) for k, a in enumerate(starts)]
 
 
+#: Seconds of video between two progress reports of one chunk (a 60 s clip: ~12).
+PROGRESS_EVERY_S = 5.0
+
+
 def extract_video(
     video: VideoInput,
     settings: RunSettings,
@@ -45,8 +50,13 @@ def extract_video(
     start_s: float = 0.0,
     end_s: float | None = None,
     info: VideoInfo | None = None,
+    progress: Callable[[float], None] | None = None,
 ) -> VideoFaces:
     """decode -> sample -> detect -> crop for one video, streaming frame by frame.
+
+    ``progress``: called with the seconds of the chunk done so far (from ``start_s``),
+    every :data:`PROGRESS_EVERY_S` seconds of video, so a progress bar moves inside a
+    chunk (a whole short clip is one chunk).
 
     ``start_s``/``end_s`` restrict it to the sampled frames with ``start_s <= timestamp
     < end_s`` (seconds; None: to the end), one chunk of :func:`plan_chunks`: chunks
@@ -70,9 +80,13 @@ def extract_video(
     f_idx, f_ts, boxes, scores, crops = [], [], [], [], []
     quality: list[FaceQuality] = []  # per frame: its faces' landmarks, size, blur, pose
     t_detect = 0.0
+    reported = start_s
     for frame in sampler:  # Frame: BGR (H, W, 3), frame_index, timestamp_s
         sampled_idx.append(frame.frame_index)
         sampled_ts.append(frame.timestamp_s)
+        if progress is not None and frame.timestamp_s - reported >= PROGRESS_EVERY_S:
+            reported = frame.timestamp_s
+            progress(reported - start_s)
         td = time.perf_counter()
         dets = detector(frame.image)  # Detections: (m, 4) xyxy px, (m,) scores
         faces = crop_faces(frame.image, dets, settings.crop, spec)  # (m, S, S) uint8

