@@ -859,6 +859,47 @@ def report(
 
 
 @app.command()
+def verify(
+    results: Annotated[
+        Path, typer.Argument(help="fervid output: results.parquet or a dataset dir/.")
+    ],
+    repair: Annotated[
+        bool,
+        typer.Option(
+            "--repair",
+            metavar=FLAG,
+            help="Move damaged files to .quarantine/ so that the next run redoes their videos.",
+        ),
+    ] = False,
+) -> None:
+    """Read every result file whole; report each damaged one (exit 3), or set it aside."""
+    from fervid.output.verify import verify_output
+
+    try:
+        found = verify_output(results, repair=repair)
+    except FervidError as e:
+        raise _fail(e) from None
+    for key, why in sorted(found.damaged.items()):
+        typer.echo(f"damaged: video {key}: {why}")
+    for name, why in sorted(found.consolidated.items()):
+        typer.echo(f"damaged: {name}: {why}")
+    for line in found.repaired:
+        typer.echo(f"repaired: {line}")
+    for line in found.unrepairable:
+        typer.echo(f"not repaired: {line}")
+    n = len(found.damaged) + len(found.consolidated)
+    if found.clean:
+        typer.echo(f"ok: {found.parts} part files read whole, nothing damaged")
+    elif repair and not found.unrepairable:
+        typer.echo(f"{n} damaged, set aside; rerun fervid process to redo those videos")
+        raise typer.Exit(EXIT_OK)
+    else:
+        hint = "" if repair else "; fervid verify --repair sets them aside for the next run"
+        typer.echo(f"{n} damaged of {found.parts} part files{hint}")
+    raise typer.Exit(EXIT_OK if found.clean else EXIT_FAILED_VIDEOS)
+
+
+@app.command()
 def nightly(
     inputs: Annotated[list[Path], typer.Option("--in", help="Recordings folder (repeatable).")],
     dataset: Annotated[

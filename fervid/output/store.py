@@ -48,6 +48,13 @@ from fervid.output.atomic import (
     fsync_file,
     temp_path,
 )
+from fervid.output.integrity import (
+    PART_SUFFIX,
+    QUARANTINE,
+    WRITE_OPTIONS,
+    damaged_parts,
+    visible_parts,
+)
 from fervid.output.lock import FileLock, Locked
 from fervid.output.schema import (
     ADDED_COLUMN_DEFAULTS,
@@ -65,19 +72,15 @@ from fervid.output.schema import (
 )
 from fervid.output.tables import check_schema
 
-PART_SUFFIX = ".parquet"
 #: Rows buffered before a row group is written while consolidating.
 ROW_GROUP_ROWS = 128 * 1024
 #: Table formats someone may mean instead of Parquet; refused rather than made a folder.
 _NOT_PARQUET = {".csv", ".tsv", ".json", ".jsonl", ".feather", ".arrow", ".ipc", ".xlsx",
                 ".pq", ".parq", ".db", ".duckdb", ".sqlite"}  # fmt: skip
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")
-_COMPRESSION = "zstd"
 #: Suffix of the hard-linked copy of a part kept while it is being replaced (hidden, and
 #: not ending in .parquet, so readers skip it); a crash mid-replace restores it.
 _BACKUP_SUFFIX = ".prev"
-#: Hidden folder (under the parts root) that unreadable part files are moved to.
-QUARANTINE = ".quarantine"
 #: Hidden folder (under the parts root) holding superseded results: a path's earlier
 #: result once the file at that path has other content (docs/schema.md, "One current
 #: result per path"), as ``<table>/<key>.<time>.parquet``, readable like any part.
@@ -394,7 +397,7 @@ class OutputStore:
         return self.root / table / f"{key}{PART_SUFFIX}"
 
     def _keys(self, table: str) -> set[str]:
-        return {p.name[: -len(PART_SUFFIX)] for p in _parquet_files(self.root / table)}
+        return {p.name[: -len(PART_SUFFIX)] for p in visible_parts(self.root / table)}
 
     def _check_open(self) -> None:
         if self._closed:
@@ -406,7 +409,7 @@ class OutputStore:
         tmp = temp_path(dest)
         meta = self.metadata | (metadata or {})
         try:
-            pq.write_table(table.replace_schema_metadata(meta), tmp, compression=_COMPRESSION)
+            pq.write_table(table.replace_schema_metadata(meta), tmp, **WRITE_OPTIONS)
             fsync_file(tmp)
         except BaseException:
             tmp.unlink(missing_ok=True)
@@ -449,24 +452,17 @@ class OutputStore:
                 self._dirty = True
 
     def _quarantine_unreadable(self) -> None:
-        """Move part files whose Parquet footer cannot be read (torn by a crash of another
-        tool, a full disk, a bad copy) to ``.quarantine/<table>/``, with the other parts
-        of the same video, so the video counts as not done and is redone."""
-        bad: dict[str, str] = {}  # key -> why
-        for t in TABLES:
-            for p in _parquet_files(self.root / t):
-                try:
-                    pq.read_metadata(p)
-                except (OSError, pa.ArrowException) as e:
-                    bad.setdefault(p.name[: -len(PART_SUFFIX)], f"{t}/{p.name}: {_one_line(e)}")
+        """Move the parts of every video with a damaged part file (torn by a crash of
+        another tool, a full disk, a bad copy, a damaged page behind an intact footer:
+        every page is read, :mod:`fervid.output.integrity`) to ``.quarantine/<table>/``,
+        so the video counts as not done and is redone."""
         stamp = time.strftime("%Y%m%dT%H%M%S")
-        for key, why in sorted(bad.items()):
+        for key, why in sorted(damaged_parts(self.root).items()):
             # not ending in .parquet: nothing reads a quarantined file back by accident
             self._move_parts(key, self.root / QUARANTINE, f"{PART_SUFFIX}.{stamp}")
             self._dirty = True
-            where = (self.root / QUARANTINE).name
             self.warnings.append(
-                f"damaged result file {why}; moved to {where}/, video {key} will be redone"
+                f"damaged result file {why}; moved to {QUARANTINE}/, video {key} will be redone"
             )
             log.warning("%s", self.warnings[-1])
 
@@ -491,7 +487,7 @@ class OutputStore:
                     meta = (table.schema.metadata or {}) | metadata
                     with atomic_path(dest) as tmp:
                         pq.write_table(table.replace_schema_metadata(meta), tmp,
-                                       compression=_COMPRESSION)  # fmt: skip
+                                       **WRITE_OPTIONS)  # fmt: skip
                     part.unlink()
                     continue
             os.replace(part, dest)
@@ -575,7 +571,7 @@ class OutputStore:
         schema = self.schemas[table].with_metadata(self.metadata)
         tmp = temp_path(dest)
         try:
-            with pq.ParquetWriter(tmp, schema, compression=_COMPRESSION) as writer:
+            with pq.ParquetWriter(tmp, schema, **WRITE_OPTIONS) as writer:
                 buffered: list[pa.Table] = []
                 rows = 0
                 for k in keys:
@@ -614,7 +610,7 @@ class OutputStore:
             return False  # a part was removed
         oldest = min(p.stat().st_mtime_ns for p in paths.values())
         return all(
-            p.stat().st_mtime_ns <= oldest for t in TABLES for p in _parquet_files(self.root / t)
+            p.stat().st_mtime_ns <= oldest for t in TABLES for p in visible_parts(self.root / t)
         )
 
 
@@ -633,7 +629,7 @@ def check_output(out: Path, class_names: tuple[str, ...]) -> None:
     schemas = {t: schema_for(t, tuple(class_names)) for t in TABLES}
     _check_class_names(out, root, schemas)
     _check_compatible(out, root, layout, schemas)
-    if layout is Layout.FILE and not _parquet_files(root / VIDEOS):
+    if layout is Layout.FILE and not visible_parts(root / VIDEOS):
         _check_consolidated(out, root, schemas)
 
 
@@ -650,7 +646,7 @@ def _check_class_names(out: Path, root: Path, schemas: dict[str, pa.Schema]) -> 
     """Refuse to mix tables of models with different classes in one --out."""
     for t in TABLES:
         found = next(
-            (f for f in map(_readable_schema, _parquet_files(root / t)) if f is not None), None
+            (f for f in map(_readable_schema, visible_parts(root / t)) if f is not None), None
         )
         if found is None:
             continue
@@ -669,7 +665,7 @@ def _check_compatible(out: Path, root: Path, layout: Layout, schemas: dict[str, 
     anything is processed; files of an older fervid that lack added columns pass."""
     paths = output_paths(out) if layout is Layout.FILE else {}
     for t in TABLES:
-        files = _parquet_files(root / t) + [p for p in [paths.get(t)] if p and p.exists()]
+        files = visible_parts(root / t) + [p for p in [paths.get(t)] if p and p.exists()]
         for p in files:
             found = _readable_schema(p)
             if found is None:  # a damaged part is quarantined, a consolidated file rewritten
@@ -787,8 +783,8 @@ def read_table(out: Path, table: str) -> pa.Table:
         files = [output_paths(out)[table]]
     else:
         root = parts_root(out)
-        done = {p.name for p in _parquet_files(root / VIDEOS)}
-        files = [p for p in _parquet_files(root / table) if p.name in done]
+        done = {p.name for p in visible_parts(root / VIDEOS)}
+        files = [p for p in visible_parts(root / table) if p.name in done]
     if not files:
         raise InputError(
             f"no {table} results at {out}; expected a fervid process output "
@@ -873,13 +869,6 @@ def _split_by_video(table: pa.Table) -> dict[str, pa.Table]:
         codes.dictionary[int(idx[a])].as_py(): table.slice(a, b - a)
         for a, b in zip(starts, stops, strict=True)
     }
-
-
-def _parquet_files(folder: Path) -> list[Path]:
-    """Visible ``*.parquet`` files of a folder (temporaries are hidden and end otherwise)."""
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.glob(f"*{PART_SUFFIX}") if not p.name.startswith("."))
 
 
 def _backup_name(part: Path) -> Path:
