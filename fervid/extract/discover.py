@@ -187,7 +187,8 @@ class IdPattern:
 
         A date field that looks like a date but is not one (``2024-13-45``) is no match.
         """
-        m = self.regex.search(rel_path.replace("\\", "/"))
+        # On POSIX a backslash is an ordinary character of a file name, not a separator.
+        m = self.regex.search(rel_path.replace(os.sep, "/") if os.sep != "/" else rel_path)
         if m is None:
             return None
         out: dict[str, str] = {}
@@ -288,7 +289,7 @@ def _expand(item: Path | str, exts: frozenset[str]) -> Iterator[_Found]:
 
 
 def _glob(pattern: str, exts: frozenset[str]) -> Iterator[_Found]:
-    matches = sorted(glob.glob(pattern, recursive=True))
+    matches = _glob_matches(pattern)
     if not matches:
         raise _NoVideos(
             f"glob {pattern!r} matched no files; check the pattern, and quote it so the "
@@ -312,6 +313,63 @@ def _glob(pattern: str, exts: frozenset[str]) -> Iterator[_Found]:
             f"a video extension (looked for {_ext_list(exts)}); use --ext to add extensions"
         )
     yield from hits
+
+
+def _glob_matches(pattern: str) -> list[str]:
+    """``glob.glob(pattern, recursive=True)``, sorted, but safe from symlink cycles: ``**``
+    follows symlinked folders (as glob does) while visiting each real folder once, so a
+    link to ``..`` or ``.`` ends the descent instead of recursing until the path is too
+    long (exponentially many paths first). Other patterns are glob's own."""
+    if "**" not in pattern:
+        return sorted(glob.glob(pattern))
+    root = str(_glob_root(pattern))
+    regex = _glob_regex(pattern)
+    seen: set[tuple[int, int]] = set()
+    out: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        here = os.stat(dirpath)
+        if (here.st_dev, here.st_ino) in seen:  # reached again through a link: a cycle
+            dirnames[:] = []
+            continue
+        seen.add((here.st_dev, here.st_ino))
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in [*dirnames, *filenames]:
+            path = os.path.join(dirpath, name)
+            shown = path[2:] if root == "." and not pattern.startswith("./") else path
+            if regex.fullmatch(shown):
+                out.append(shown)
+    return sorted(out)
+
+
+def _glob_regex(pattern: str) -> re.Pattern[str]:
+    """A glob with ``**`` as a regex over paths: ``**`` any number of folders, ``*`` and
+    ``?`` within one name, ``[...]`` a character class; no name starting with '.' is
+    matched by a wildcard (glob's rule)."""
+    parts = []
+    segments = pattern.split("/")
+    for i, seg in enumerate(segments):
+        last = i == len(segments) - 1
+        if seg == "**":
+            parts.append(r"(?:[^/.][^/]*(?:/|$))*" if last else r"(?:[^/.][^/]*/)*")
+            continue
+        rx = r"(?!\.)" if seg[:1] in ("*", "?", "[") else ""
+        j = 0
+        while j < len(seg):
+            c = seg[j]
+            if c == "*":
+                rx += "[^/]*"
+            elif c == "?":
+                rx += "[^/]"
+            elif c == "[" and (end := seg.find("]", j + 2)) > 0:
+                body = seg[j + 1 : end]
+                body = "^" + body[1:] if body.startswith("!") else body
+                rx += "[" + body.replace("\\", "\\\\") + "]"
+                j = end
+            else:
+                rx += re.escape(c)
+            j += 1
+        parts.append(rx + ("" if last else "/"))
+    return re.compile("".join(parts))
 
 
 def _walk(root: Path, exts: frozenset[str], *, shown: str) -> list[Path]:

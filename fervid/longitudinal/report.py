@@ -105,6 +105,9 @@ _RC = {
     "figure.titlesize": 16,
     "axes.spines.top": False,
     "axes.spines.right": False,
+    # Labels come from the data (subjects, file names, classes): "P$x^$2" is a name, not
+    # TeX; with math parsing on it was a ParseSyntaxException.
+    "text.parse_math": False,
 }
 
 
