@@ -12,7 +12,6 @@ quarantines what fails (:func:`quarantine`) and the run redoes those videos;
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from pathlib import Path
@@ -28,8 +27,6 @@ QUARANTINE = ".quarantine"
 #: Keyword arguments every fervid Parquet writer passes: a CRC per page, so that a
 #: damaged page is found by reading instead of decoding into wrong numbers.
 WRITE_OPTIONS = {"compression": "zstd", "write_page_checksum": True}
-
-log = logging.getLogger(__name__)
 
 
 def part_problem(path: Path) -> str | None:
@@ -86,7 +83,6 @@ def quarantine(root: Path, damaged: dict[str, str]) -> list[str]:
         lines.append(
             f"damaged result file {why}; moved to {QUARANTINE}/, video {key} will be redone"
         )
-        log.warning("%s", lines[-1])
     return lines
 
 
