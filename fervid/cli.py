@@ -2,8 +2,9 @@
 
 Exit codes: 0 everything succeeded; 2 usage error (bad option, missing path, no
 videos, unusable model, Ray cluster unreachable); 3 the run finished but some videos
-failed (listed in the summary and in the videos table); 130 / 143 stopped by Ctrl-C /
-SIGTERM after writing everything finished (a rerun resumes).
+failed (listed in the summary and in the videos table); 4 the results could not be
+written; 130 / 143 / 129 stopped by Ctrl-C / SIGTERM / SIGHUP after writing everything
+finished (a rerun resumes).
 """
 
 from __future__ import annotations
@@ -49,7 +50,6 @@ EXIT_OUTPUT = 4
 #: The attached Ray cluster lost the node the run attached to, or its GCS, mid-run: what
 #: finished is written, finished chunks are kept, and a rerun resumes.
 EXIT_CLUSTER_LOST = 5
-EXIT_SIGINT, EXIT_SIGTERM = 130, 143  # 128 + signal number, as shells report them
 
 
 def _plain_metavars(params: list[Any]) -> None:
@@ -341,9 +341,10 @@ def _run_process(
 ) -> None:
     """Run ``settings`` with progress on stderr and exit with the run's exit code."""
     # Only now the heavy imports (numpy, pyarrow, OpenCV...): a bad option answers at once.
+    from fervid.engine.interrupt import EXIT_CODES, ignore_further_stops, received
     from fervid.engine.log_capture import captured
     from fervid.engine.progress import RichHooks, print_failures, print_summary
-    from fervid.engine.runner import RunInterrupted, Terminated, run
+    from fervid.engine.runner import RunInterrupted, run
 
     hooks = RichHooks(console, enabled=not quiet)
     _show_library_warnings()
@@ -364,10 +365,12 @@ def _run_process(
         console.print(e.message, highlight=False, soft_wrap=True)
         if json_summary:
             typer.echo(json.dumps(e.summary.to_json()))
-        raise typer.Exit(EXIT_SIGTERM if e.signal_name == "SIGTERM" else EXIT_SIGINT) from None
+        ignore_further_stops()
+        raise typer.Exit(EXIT_CODES[e.signal_name]) from None
     except KeyboardInterrupt as e:  # a second Ctrl-C while the output was being finalized
         console.print("interrupted; rerun to resume", highlight=False)
-        code = EXIT_SIGTERM if isinstance(e, Terminated) else EXIT_SIGINT
+        ignore_further_stops()
+        code = EXIT_CODES[received(e)]
         raise _exit(code, "interrupted; rerun to resume", json_out=json_summary) from None
     if quiet:
         print_failures(console, summary)  # errors only

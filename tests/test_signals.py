@@ -48,9 +48,10 @@ def _same_rows(a: pa.Table, b: pa.Table) -> None:
     [
         (signal.SIGINT, "local", 130),
         pytest.param(signal.SIGTERM, "local", 143),
+        pytest.param(signal.SIGHUP, "local", 129),  # an ssh session that drops
         pytest.param(signal.SIGTERM, "ray", 143, marks=pytest.mark.slow),
     ],
-    ids=["sigint-local", "sigterm-local", "sigterm-ray"],
+    ids=["sigint-local", "sigterm-local", "sighup-local", "sigterm-ray"],
 )
 def test_signal_mid_run_then_rerun_equals_an_uninterrupted_run(
     sig: signal.Signals, executor: str, code: int, tmp_path: Path, sample_dir: Path
@@ -114,3 +115,42 @@ def test_signal_mid_run_then_rerun_equals_an_uninterrupted_run(
         .sort_by("path")
         .equals(read_table(whole.out, "videos").select(cols).sort_by("path"))
     )
+
+
+def test_a_sigterm_that_ray_turns_into_keyboardinterrupt_is_still_named() -> None:
+    """Ray's blocking calls replace the exception a signal handler raises by a plain
+    KeyboardInterrupt; the run must still report SIGTERM (exit 143), not SIGINT."""
+    from fervid.engine.interrupt import received, sigterm_as_interrupt
+
+    caught: BaseException | None = None
+    with sigterm_as_interrupt():
+        try:
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)  # the handler raises before this ends
+            except KeyboardInterrupt:
+                raise KeyboardInterrupt() from None  # what ray._raylet.check_status does
+        except KeyboardInterrupt as e:
+            caught = e
+    assert caught is not None and type(caught) is KeyboardInterrupt
+    assert received(caught) == "SIGTERM"
+
+
+def test_stale_private_ray_folders_of_dead_runs_are_removed(tmp_path: Path) -> None:
+    from fervid.engine.ray_setup import remove_stale_private_dirs
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    folders = {}
+    for name, pid in (("dead", dead.pid), ("alive", os.getpid()), ("no-pid", None)):
+        folders[name] = tmp_path / f"fervid-ray-{name}"
+        (folders[name] / "ray").mkdir(parents=True)
+        if pid is not None:
+            (folders[name] / "driver.pid").write_text(f"{pid}\n")
+    (tmp_path / "other-dead").mkdir()
+    (tmp_path / "other-dead" / "driver.pid").write_text(f"{dead.pid}\n")
+
+    assert remove_stale_private_dirs(tmp_path) == [folders["dead"]]
+    assert not folders["dead"].exists()
+    assert folders["alive"].is_dir() and folders["no-pid"].is_dir()
+    assert (tmp_path / "other-dead").is_dir()

@@ -1,5 +1,10 @@
-"""SIGTERM as an interrupt of the run, so a stopped service finishes writing like
-Ctrl-C does; put back after Ray replaces it."""
+"""SIGTERM and SIGHUP as an interrupt of the run, so a stopped service (or a dropped
+ssh session) finishes writing like Ctrl-C does; put back after Ray replaces it.
+
+The signal received is also recorded (:func:`received`): Ray's blocking calls turn any
+exception a signal handler raises into a plain ``KeyboardInterrupt`` (its
+``check_signals``), which would otherwise read as Ctrl-C (exit 130, ``--json`` saying
+SIGINT) for a SIGTERM."""
 
 from __future__ import annotations
 
@@ -11,7 +16,27 @@ from typing import Any
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised in the main thread so that it stops a run like Ctrl-C does."""
+    """SIGTERM or SIGHUP, raised in the main thread so that it stops a run like Ctrl-C
+    does; ``signal_name`` says which."""
+
+    def __init__(self, signal_name: str = "SIGTERM") -> None:
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+
+
+#: Exit code per signal that stops a run: 128 + the signal number, as shells report it.
+EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143, "SIGHUP": 129}
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+#: The last stop signal the run's handler received (None: none, or Ctrl-C).
+_RECEIVED: list[str | None] = [None]
+
+
+def received(e: BaseException) -> str:
+    """The name of the signal behind the interrupt ``e``: SIGTERM or SIGHUP when the
+    run's handler saw one (whatever exception Ray turned it into), else SIGINT."""
+    if isinstance(e, Terminated):
+        return e.signal_name
+    return _RECEIVED[0] or "SIGINT"
 
 
 @contextlib.contextmanager
@@ -25,15 +50,19 @@ def sigterm_as_interrupt() -> Iterator[None]:
         return
 
     def handler(signum: int, frame: Any) -> None:
-        raise Terminated()
+        name = signal.Signals(signum).name
+        _RECEIVED[0] = name
+        raise Terminated(name)
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = {s: signal.signal(s, handler) for s in _STOP_SIGNALS}
+    _RECEIVED[0] = None
     _SIGTERM_HANDLER[0] = handler
     try:
         yield
     finally:
         _SIGTERM_HANDLER[0] = None
-        signal.signal(signal.SIGTERM, previous)
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 #: The handler of the run in progress (None: none), re-installed after Ray starts.
@@ -41,7 +70,17 @@ _SIGTERM_HANDLER: list[Callable[[int, Any], None] | None] = [None]
 
 
 def reinstall_sigterm_handler() -> None:
-    """Put the run's SIGTERM handler back (``ray.init`` replaces it with its own)."""
+    """Put the run's SIGTERM/SIGHUP handler back (``ray.init`` replaces it with its own)."""
     handler = _SIGTERM_HANDLER[0]
     if handler is not None and threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, handler)
+        for s in _STOP_SIGNALS:
+            signal.signal(s, handler)
+
+
+def ignore_further_stops() -> None:
+    """The run has ended on a signal and its exit code is decided: one more Ctrl-C or
+    SIGTERM while the interpreter exits (Ray's atexit shutdown) must not print a
+    ``KeyboardInterrupt`` traceback or change the code."""
+    if threading.current_thread() is threading.main_thread():
+        for s in (signal.SIGINT, *_STOP_SIGNALS):
+            signal.signal(s, signal.SIG_IGN)

@@ -33,6 +33,7 @@ import os
 import secrets
 import shutil
 import socket
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,6 +46,10 @@ from fervid.settings import split_ray_address
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 LOOPBACK = "127.0.0.1"
+#: Name prefix of an embedded run's private folder, and the file in it naming the
+#: driver's pid (so that a later run can tell a dead run's folder from a live one's).
+_PRIVATE_PREFIX = "fervid-ray-"
+_PID_FILE = "driver.pid"
 #: Seconds ``--ray-address`` may take to answer a TCP connect before the run gives up.
 CONNECT_TIMEOUT_S = 5.0
 #: Environment every Ray process of an embedded run starts with (values None: removed).
@@ -114,6 +119,36 @@ def start_ray(
     return _start_embedded(ray, num_cpus=num_cpus, num_gpus=num_gpus, log_workers=log_workers)
 
 
+def remove_stale_private_dirs(tmp: Path | None = None) -> list[Path]:
+    """Remove the private folders (``fervid-ray-*`` in ``tmp``, default the system's
+    temporary folder) of embedded runs that died without cleaning up (SIGKILL, power
+    cut): only folders of this user whose recorded driver pid is no longer running.
+    Folders without a pid file (another tool's, or an older fervid's) are left alone."""
+    tmp = Path(tmp or tempfile.gettempdir())
+    removed = []
+    for folder in tmp.glob(f"{_PRIVATE_PREFIX}*"):
+        try:
+            st = folder.lstat()
+            pid = int((folder / _PID_FILE).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or _alive(pid):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process has that pid now
+        return True
+    return True
+
+
 def _log_options(log_workers: bool) -> dict[str, Any]:
     """``ray.init`` logging arguments: quiet unless the run keeps a log."""
     return {"logging_level": logging.INFO if log_workers else logging.ERROR,
@@ -123,7 +158,9 @@ def _log_options(log_workers: bool) -> dict[str, Any]:
 def _start_embedded(
     ray: Any, *, num_cpus: int | None, num_gpus: int | None, log_workers: bool
 ) -> RaySession:
-    private = Path(tempfile.mkdtemp(prefix="fervid-ray-"))  # mode 0700, owned by this run
+    remove_stale_private_dirs()
+    private = Path(tempfile.mkdtemp(prefix=_PRIVATE_PREFIX))  # mode 0700, owned by this run
+    (private / _PID_FILE).write_text(f"{os.getpid()}\n")  # a later run removes it if we die
     token = private / "auth_token"
     token.touch(mode=0o600)
     token.write_text(secrets.token_hex(32))

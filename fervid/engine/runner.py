@@ -33,7 +33,7 @@ import numpy as np
 
 from fervid import __version__
 from fervid.engine.chunk_store import ChunkStore
-from fervid.engine.interrupt import Terminated, sigterm_as_interrupt
+from fervid.engine.interrupt import Terminated, received, sigterm_as_interrupt
 from fervid.engine.model_ref import ModelRef, load_verified
 from fervid.engine.stages import (
     MIN_SPLIT_SECONDS,
@@ -497,7 +497,7 @@ def run(
                     if len(job.parts) == job.count:
                         write_done(job)
     except KeyboardInterrupt as e:
-        summary.interrupted = "SIGTERM" if isinstance(e, Terminated) else "SIGINT"
+        summary.interrupted = received(e)
         summary.partial = _kept_chunks(jobs.values())
     except ClusterLost as e:  # an attached cluster's node or GCS died: keep what finished
         lost = e
