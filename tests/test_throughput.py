@@ -60,9 +60,10 @@ def test_the_in_process_classifier_runs_one_torch_thread(
     try:
         settings = RunSettings(inputs=(sample_dir,), out=tmp_path / "out.parquet", workers=2)
         executor = LocalExecutor(settings, model_ref(model_path))
+        classifier = executor.classifier  # waits for the model loading in the background
         assert torch.get_num_threads() == 1
         s = executor.spec.input_size
-        probs = executor.classifier(np.zeros((3, s, s), np.uint8))
+        probs = classifier(np.zeros((3, s, s), np.uint8))
         assert probs.shape == (3, len(executor.classifier.class_names))
         np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
     finally:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,10 @@ def load_verified(data: bytes, sha256: str, spec: ModelSpec, *, device: str = "c
     from fervid.model.modelfile import load_model
 
     got = hashlib.sha256(data).hexdigest()
+    with _LOADED_LOCK:  # once per process: a second run (or API call) reuses the network
+        cached = _LOADED.get((got, device))
+    if cached is not None and got == sha256 and cached.spec == spec:
+        return cached
     if got != sha256:
         raise ModelError(
             f"model bytes hash to {got[:12]}… but the run recorded {sha256[:12]}…; "
@@ -77,4 +82,12 @@ def load_verified(data: bytes, sha256: str, spec: ModelSpec, *, device: str = "c
             f"the model loaded (sha256 {loaded.sha256[:12]}…) is not the one the run "
             f"recorded ({sha256[:12]}…)"
         )
+    with _LOADED_LOCK:
+        _LOADED[(sha256, device)] = loaded
     return loaded
+
+
+#: Models this process has loaded, by (sha256 of the bytes, device): the weights are
+#: read once per process however many runs (or API calls) use them.
+_LOADED: dict[tuple[str, str], Any] = {}
+_LOADED_LOCK = threading.Lock()

@@ -53,16 +53,18 @@ QUEUE_PER_ACTOR = 2
 MAX_ACTOR_REPLACEMENTS = 2
 
 
-def _extract_task(task: ChunkTask, settings: RunSettings, spec: ModelSpec) -> Any:
-    """Ray task body: one chunk. Errors are returned as values: a bad video is data, not
-    a retry; Ray's retries (``max_retries``) are kept for crashed worker processes."""
+def _extract_task(task: ChunkTask, settings: RunSettings, spec: ModelSpec, threads: int) -> Any:
+    """Ray task body: one chunk, decoded with ``threads`` threads. Errors are returned as
+    values: a bad video is data, not a retry; Ray's retries (``max_retries``) are kept for
+    crashed worker processes."""
     import cv2
 
     cv2.setNumThreads(1)  # parallelism comes from running several chunks at once
     try:
         return extract_video(
-            task.video, settings, spec, start_s=task.start_s, end_s=task.end_s, info=task.info
-        )
+            task.video, settings, spec, start_s=task.start_s, end_s=task.end_s, info=task.info,
+            threads=threads,
+        )  # fmt: skip
     except Exception as e:
         return e
 
@@ -163,6 +165,8 @@ class RayExecutor:
     def run(self, tasks: list[ChunkTask]) -> Iterator[ChunkOutcome]:
         ray = self._ray
         settings_ref, spec_ref = ray.put(self.settings), ray.put(self.spec)
+        # the cores each extraction task may decode with: 1 when every core runs a task
+        threads = max(1, self.session.cpus // self.workers)
         queue = deque(tasks)
         extracting = self._extracting  # ref -> task
         extracted: deque[tuple[Any, ChunkTask]] = deque()  # done, waiting for an actor
@@ -188,7 +192,7 @@ class RayExecutor:
             while queue and len(extracting) + len(extracted) < self.workers:
                 task = queue.popleft()
                 if task.video.video_id not in self._cancelled:
-                    extracting[self._task.remote(task, settings_ref, spec_ref)] = task
+                    extracting[self._task.remote(task, settings_ref, spec_ref, threads)] = task
             waiting = [*ready, *extracting, *classifying]
             if not waiting:
                 continue

@@ -23,6 +23,7 @@ import dataclasses
 import functools
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -99,11 +100,37 @@ def _with_probe_time(faces: VideoFaces, probe_s: float) -> VideoFaces:
     return dataclasses.replace(faces, seconds=seconds)
 
 
+class _InBackground:
+    """``fn()`` on a daemon thread (an interrupted run does not wait for it);
+    :meth:`result` waits for it and returns its value or raises its exception in the
+    caller, so a failure in the thread always reaches the run."""
+
+    def __init__(self, fn: Callable[[], Any], *, name: str) -> None:
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._call, args=(fn,), name=name, daemon=True)
+        self._thread.start()
+
+    def _call(self, fn: Callable[[], Any]) -> None:
+        try:
+            self._value = fn()
+        except BaseException as e:  # handed to result()'s caller
+            self._error = e
+
+    def result(self) -> Any:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
 class LocalExecutor:
     """Everything in this process, one chunk after another: small jobs, tests, debugging.
 
-    The classifier is built from the run's verified model bytes (``model``), or is the
-    ``classifier`` given (tests)."""
+    The classifier is built from the run's verified model bytes (``model``), loaded on a
+    background thread while the first chunk is extracted (importing torch and loading
+    the weights is most of a short clip's run), or is the ``classifier`` given (tests).
+    A model that will not load ends the run when the first chunk needs it."""
 
     name = "local"
 
@@ -113,15 +140,32 @@ class LocalExecutor:
         self.settings, self.spec = settings, model.spec
         #: the run's hooks: a ChunkProgress reports the seconds decoded inside a chunk
         self._progress = getattr(hooks, "chunk_progress", None)
+        self._classifier = classifier
+        self._loading: _InBackground | None = None
         if classifier is None:
+            self._loading = _InBackground(
+                lambda: load_verified(model.data, model.sha256, model.spec), name="model-load"
+            )
+        self._cancelled: set[str] = set()
+        from fervid.extract.decode import decoder_threads
+
+        self._decoder_threads = decoder_threads(1)  # one chunk at a time: every core
+
+    @property
+    def classifier(self) -> Any:
+        """The classifier, waiting for the model to finish loading the first time."""
+        if self._classifier is None:
             from fervid.model.classify import EmotionClassifier
 
-            loaded = load_verified(model.data, model.sha256, model.spec)
-            classifier = EmotionClassifier(
-                settings=settings.classify, cpu_threads=_classifier_threads(settings), model=loaded
+            assert self._loading is not None
+            loaded = self._loading.result()  # raises what loading raised (ModelError)
+            # torch's thread count is set here, in the thread that runs the classifier
+            self._classifier = EmotionClassifier(
+                settings=self.settings.classify,
+                cpu_threads=_classifier_threads(self.settings),
+                model=loaded,
             )
-        self.classifier = classifier
-        self._cancelled: set[str] = set()
+        return self._classifier
 
     def run(self, tasks: list[ChunkTask]) -> Iterator[ChunkOutcome]:
         for task in tasks:
@@ -133,9 +177,16 @@ class LocalExecutor:
                     task.video, self.settings, self.spec,
                     start_s=task.start_s, end_s=task.end_s, info=task.info,
                     progress=None if report is None else functools.partial(report, task),
+                    threads=self._decoder_threads,
                 )  # fmt: skip
-                probs = self.classifier(faces.crops)  # (n, C)
             except Exception as e:  # recorded per video, never fatal to the run
+                yield ChunkFailed(task=task, error=e)
+                continue
+            # outside the per-video handling: a model that will not load ends the run
+            classifier = self.classifier
+            try:
+                probs = classifier(faces.crops)  # (n, C)
+            except Exception as e:
                 yield ChunkFailed(task=task, error=e)
                 continue
             yield ChunkDone(task=task, faces=without_crops(faces), probs=probs)

@@ -51,6 +51,7 @@ def extract_video(
     end_s: float | None = None,
     info: VideoInfo | None = None,
     progress: Callable[[float], None] | None = None,
+    threads: int = 1,
 ) -> VideoFaces:
     """decode -> sample -> detect -> crop for one video, streaming frame by frame.
 
@@ -62,7 +63,8 @@ def extract_video(
     < end_s`` (seconds; None: to the end), one chunk of :func:`plan_chunks`: chunks
     sample on the whole video's grid, so :func:`merge_video_faces` of consecutive chunks
     equals the whole video. ``info``: the video's probe, when already known (chunks of
-    one video share it); probed here when None.
+    one video share it); probed here when None. ``threads``: decoder threads
+    (:func:`fervid.extract.decode.decoder_threads`: the cores this chunk may use).
     """
     from fervid.extract.crop import crop_faces
     from fervid.extract.crop_export import save_frame_crops
@@ -74,7 +76,9 @@ def extract_video(
     t0 = time.perf_counter()
     if info is None:
         info = probe(video.path)  # VideoInfo: size after rotation, fps, duration
-    sampler = FrameSampler(video.path, settings.sample, info, start_s=start_s, end_s=end_s)
+    sampler = FrameSampler(
+        video.path, settings.sample, info, start_s=start_s, end_s=end_s, threads=threads
+    )
     detector = FaceDetector(settings=settings.detect)
     sampled_idx, sampled_ts = [], []
     f_idx, f_ts, boxes, scores, crops = [], [], [], [], []

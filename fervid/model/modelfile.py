@@ -64,10 +64,14 @@ class LoadedModel:
 
 
 def build_network(spec: ModelSpec) -> nn.Module:
-    """torchvision MobileNetV2 with a ``spec.num_classes`` head (dropout, optional hidden)."""
-    from torchvision.models import mobilenet_v2
+    """MobileNetV2 with a ``spec.num_classes`` head (dropout, optional hidden).
 
-    net = mobilenet_v2(weights=None, width_mult=spec.width_mult)
+    :class:`fervid.model.mobilenet_v2.MobileNetV2` is torchvision's network module for
+    module (same ``state_dict`` keys, initialisation and output) without importing
+    torchvision, whose import chain costs seconds in every process that classifies."""
+    from fervid.model.mobilenet_v2 import MobileNetV2
+
+    net = MobileNetV2(width_mult=spec.width_mult)
     in_features = net.last_channel
     layers: list[nn.Module] = [nn.Dropout(p=spec.dropout)]
     if spec.hidden > 0:
