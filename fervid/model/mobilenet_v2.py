@@ -14,25 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-#: (expansion t, output channels c, repeats n, first stride s) per stage, as in the paper.
-INVERTED_RESIDUAL_SETTING = (
-    (1, 16, 1, 1),
-    (6, 24, 2, 2),
-    (6, 32, 3, 2),
-    (6, 64, 4, 2),
-    (6, 96, 3, 1),
-    (6, 160, 3, 2),
-    (6, 320, 1, 1),
-)
-
-
-def make_divisible(v: float, divisor: int = 8) -> int:
-    """Channels rounded to a multiple of ``divisor``, never below 90 % of ``v``
-    (torchvision's ``_make_divisible``)."""
-    new_v = max(divisor, int(v + divisor / 2) // divisor * divisor)
-    if new_v < 0.9 * v:
-        new_v += divisor
-    return new_v
+from fervid.model.shapes import INVERTED_RESIDUAL_SETTING, make_divisible
 
 
 class ConvBNReLU6(nn.Sequential):

@@ -13,12 +13,21 @@ from fervid.model.spec import ModelSpec
 
 Shape = tuple[int, ...]
 
-#: torchvision's MobileNetV2 blocks: expansion t, channels c, repeats n (stride unused).
-_BLOCKS = ((1, 16, 1), (6, 24, 2), (6, 32, 3), (6, 64, 4), (6, 96, 3), (6, 160, 3), (6, 320, 1))
+#: MobileNetV2's stages, as torchvision and :mod:`fervid.model.mobilenet_v2` build them:
+#: (expansion t, output channels c, repeats n, first stride s).
+INVERTED_RESIDUAL_SETTING = (
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+)
 _BN = ("weight", "bias", "running_mean", "running_var")
 
 
-def _divisible(v: float, divisor: int = 8) -> int:
+def make_divisible(v: float, divisor: int = 8) -> int:
     """torchvision's ``_make_divisible``: channels rounded to a multiple of 8."""
     new = max(divisor, int(v + divisor / 2) // divisor * divisor)
     return new + divisor if new < 0.9 * v else new
@@ -38,12 +47,12 @@ def _bn(prefix: str, c: int) -> dict[str, Shape]:
 def expected_shapes(spec: ModelSpec) -> dict[str, Shape]:
     """State-dict key -> shape of the network :func:`build_network` makes for ``spec``."""
     w = spec.width_mult
-    c_in = _divisible(32 * w)
-    last = _divisible(1280 * max(1.0, w))
+    c_in = make_divisible(32 * w)
+    last = make_divisible(1280 * max(1.0, w))
     shapes = _conv_bn("features.0", c_in, 3, 3)
     i = 1
-    for t, c, n in _BLOCKS:
-        c_out = _divisible(c * w)
+    for t, c, n, _ in INVERTED_RESIDUAL_SETTING:
+        c_out = make_divisible(c * w)
         for _ in range(n):
             hidden = round(c_in * t)
             p, j = f"features.{i}.conv", 0
