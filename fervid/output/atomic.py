@@ -61,6 +61,15 @@ def commit(tmp: Path, dest: Path) -> None:
         raise
 
 
+def move_aside(src: Path, dest: Path) -> None:
+    """Rename ``src`` to ``dest`` (a quarantine folder, created if needed) and make both
+    folders durable: a damaged file set aside is never half-moved after a crash."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(src, dest)
+    fsync_dir(dest.parent)
+    fsync_dir(Path(src).parent)
+
+
 @contextlib.contextmanager
 def atomic_path(dest: Path) -> Iterator[Path]:
     """``with atomic_path(dest) as tmp: write(tmp)``: on a clean exit ``tmp`` replaces

@@ -12,13 +12,13 @@ quarantines what fails (:func:`quarantine`) and the run redoes those videos;
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from fervid.output.atomic import move_aside
 from fervid.output.schema import TABLES
 
 PART_SUFFIX = ".parquet"
@@ -78,8 +78,7 @@ def quarantine(root: Path, damaged: dict[str, str]) -> list[str]:
             part = root / t / f"{key}{PART_SUFFIX}"
             if part.exists():
                 dest = root / QUARANTINE / t / f"{part.name}.{stamp}"
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(part, dest)
+                move_aside(part, dest)
         lines.append(
             f"damaged result file {why}; moved to {QUARANTINE}/, video {key} will be redone"
         )

@@ -12,12 +12,12 @@ what to do.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from fervid.errors import ConfigError, InputError
+from fervid.output.atomic import move_aside
 from fervid.output.integrity import (
     QUARANTINE,
     damaged_parts,
@@ -99,8 +99,7 @@ def _repair(root: Path, report: VerifyReport) -> None:
     for name in report.consolidated:
         path = root.parent / name
         dest = root / QUARANTINE / f"{name}.{stamp}"
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(path, dest)
+        move_aside(path, dest)
         report.repaired.append(
             f"damaged {name} moved to {QUARANTINE}/; the next fervid process run rewrites it "
             "from the parts"
