@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from fervid.errors import ConfigError, DataError, ModelError
-from fervid.model.classify import calibrated_probs, predict_logits
+from fervid.model.classify import calibrated_probs, for_inference, predict_logits
 from fervid.model.modelfile import ModelSpec, load_model
 from fervid.model.preprocess import resize_faces
 from fervid.output.atomic import write_text
@@ -302,8 +302,9 @@ def evaluate_model(
     if tta_flip is None:
         tta_flip = spec.tta_flip
     logits = predict_logits(
-        model.network, images, spec, batch_size=batch_size, tta_flip=tta_flip, progress=progress
-    )  # (V, N, C)
+        for_inference(model.network), images, spec, batch_size=batch_size, tta_flip=tta_flip,
+        progress=progress,
+    )  # (V, N, C)  # fmt: skip
     probs = view_probs(logits, spec.temperature)  # (N, C)
     metrics = compute_metrics(probs, labels)
     metrics_t1 = compute_metrics(view_probs(logits, 1.0), labels)
@@ -461,12 +462,13 @@ def measure_inference_speed(
     if not seconds > 0:
         raise ConfigError(f"seconds={seconds}; expected > 0")
     model = load_model(model_path, device="cpu")
+    network = for_inference(model.network)  # what the pipeline's classifier runs
     rng = np.random.default_rng(seed)
     crops = rng.integers(0, 256, (batch_size, crop_size, crop_size, 3), dtype=np.uint8)
 
     def run_once() -> None:
         faces = resize_faces(crops, model.spec)  # the cropper's resize, then the one inference path
-        logits = predict_logits(model.network, faces, model.spec, batch_size=batch_size)
+        logits = predict_logits(network, faces, model.spec, batch_size=batch_size)
         calibrated_probs(logits, model.spec.temperature)
 
     run_once()  # warm-up: first-call allocations and kernel selection
