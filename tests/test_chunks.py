@@ -12,6 +12,7 @@ import itertools
 import math
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -548,6 +549,7 @@ class _FakeActor:
 def _fake_executor(tmp_path: Path, fake: _FakeRay, extract: Callable[..., Any], die_on=()):
     executor = RayExecutor.__new__(RayExecutor)  # no Ray: the fake stands in for it
     executor._ray, executor.workers = fake, 2
+    executor.session = SimpleNamespace(cpus=2)  # run() sizes decoder threads from it
     executor.settings, executor.spec, executor.sha256 = _settings(tmp_path, 5.0), DEBUG_SPEC, "sha"
     executor._task = fake.remote(num_cpus=1)(extract)
     actors: list[_FakeActor] = []
@@ -573,7 +575,9 @@ def _fake_tasks(tmp_path: Path, durations: dict[str, float]) -> list[ChunkTask]:
     return tasks
 
 
-def _fake_extract(task: ChunkTask, settings: RunSettings, spec: Any) -> VideoFaces | Exception:
+def _fake_extract(
+    task: ChunkTask, settings: RunSettings, spec: Any, threads: int = 1
+) -> VideoFaces | Exception:
     if task.video.video_id == "a" and task.start_s == 5.0:
         return DecodeError("simulated failure in a's second chunk")
     first = round(task.start_s * 30)
@@ -620,7 +624,7 @@ def test_ray_executor_replaces_a_dead_actor_and_finishes_the_rest(tmp_path: Path
     executor, actors = _fake_executor(
         tmp_path,
         fake,
-        lambda t, s, p: _part(t.video.video_id, [round(t.start_s * 30)]),
+        lambda t, s, p, threads=1: _part(t.video.video_id, [round(t.start_s * 30)]),
         die_on={"b"},
     )
     tasks = _fake_tasks(tmp_path, {"a": 5.0, "b": 5.0, "c": 5.0, "d": 5.0})
@@ -636,7 +640,7 @@ def test_ray_executor_fails_what_is_left_when_actors_keep_dying(tmp_path: Path) 
     fake = _FakeRay()
     doomed = {"a", "b", "c", "d", "e"}
     executor, actors = _fake_executor(
-        tmp_path, fake, lambda t, s, p: _part(t.video.video_id, [0]), die_on=doomed
+        tmp_path, fake, lambda t, s, p, threads=1: _part(t.video.video_id, [0]), die_on=doomed
     )
     out = list(executor.run(_fake_tasks(tmp_path, dict.fromkeys(sorted(doomed), 5.0))))
     assert len(out) == 5 and all(isinstance(o, ChunkFailed) for o in out)
