@@ -30,8 +30,8 @@ from helpers_model import (
 )
 from typer.testing import CliRunner, Result
 
-import fervid.extract.decode
 import fervid.extract.discover
+import fervid.extract.filecheck
 from fervid.cli import EXIT_FAILED_VIDEOS, EXIT_OK, EXIT_USAGE, app
 from fervid.model.classes import EMOTIONS
 from fervid.model.modelfile import file_sha256
@@ -219,7 +219,7 @@ def unreadable_video(
     copy_sample: Callable[[str, str], Path], monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Path]:
     """A video without read permission. root reads anything, so there the refusal is
-    simulated where fervid opens files (fingerprint and decode)."""
+    simulated where fervid opens files (fingerprint and the decoders' file check)."""
     path = copy_sample(NO_FACE, "locked.mp4")
     path.chmod(0)
     if os.geteuid() == 0:
@@ -229,7 +229,7 @@ def unreadable_video(
                 raise PermissionError(13, "Permission denied", str(file))
             return open(file, *args, **kwargs)
 
-        monkeypatch.setattr(fervid.extract.decode, "open", guarded_open, raising=False)
+        monkeypatch.setattr(fervid.extract.filecheck, "open", guarded_open, raising=False)
         monkeypatch.setattr(fervid.extract.discover, "open", guarded_open, raising=False)
     yield path
     path.chmod(0o644)
