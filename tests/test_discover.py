@@ -245,7 +245,8 @@ def _sdn(subject: str, session_date: str, name: str) -> dict[str, str]:
         (PATTERN, "A01/2024_01_05_follow_up.mp4", _sdn("A01", "2024-01-05", "follow_up")),
         (PATTERN, "A01/2024-01-05_intake.MP4", _sdn("A01", "2024-01-05", "intake")),
         (PATTERN, "Patient Å/2024-01-05_séance 1.mp4", _sdn("Patient Å", "2024-01-05", "séance 1")),
-        (PATTERN, "A01\\2024-01-05_intake.mp4", _sdn("A01", "2024-01-05", "intake")),
+        # a backslash is an ordinary character of a POSIX name: one file, no subject folder
+        (PATTERN, "A01\\2024-01-05_intake.mp4", None),
         ("{subject}_{visit}.mov", "P7_baseline_2.mov", {"subject": "P7", "visit": "baseline_2"}),
         ("{date}/{name}.mp4", "2023-12-31/clip.mp4", {"date": "2023-12-31", "name": "clip"}),
         ("{{raw}}_{name}.mp4", "{raw}_x.mp4", {"name": "x"}),

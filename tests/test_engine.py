@@ -379,7 +379,7 @@ def test_interrupt_stops_the_run_and_leaves_the_output_usable(
     with pytest.raises(RunInterrupted) as stopped:  # Ctrl-C is not a failed video
         run(settings, executor_factory=local)
     assert stopped.value.summary.ok == 1  # a.mp4 was written before b.mov stopped the run
-    assert stopped.value.message == "interrupted: 1 done, 1 not started; rerun to resume"
+    assert stopped.value.message == "interrupted: 1 of 2 videos done; rerun to resume"
 
     monkeypatch.setattr(engine, "extract_video", real)
     summary = run(settings, executor_factory=local)  # the lock was released
