@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
+import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -41,7 +43,7 @@ from fervid.engine.tasks import (
     NullHooks,
     without_crops,
 )
-from fervid.errors import ConfigError, ModelError
+from fervid.errors import ClusterLost, ConfigError, ModelError
 from fervid.model.spec import ModelSpec
 from fervid.records import VideoFaces
 from fervid.settings import ClassifySettings, Device, RunSettings
@@ -51,6 +53,49 @@ from fervid.settings import ClassifySettings, Device, RunSettings
 QUEUE_PER_ACTOR = 2
 #: Times a classifier actor that died twice (after Ray's own restart) is replaced.
 MAX_ACTOR_REPLACEMENTS = 2
+#: Seconds between two checks that an attached cluster's GCS and the node the driver
+#: attached to still accept connections. Ray itself notices a dead raylet or GCS only
+#: after 60 s (then exits the process with status 1, writing nothing); its node health
+#: checks are the cluster's own settings (15 s and more by default).
+WATCH_INTERVAL_S = 1.0
+#: TCP connect timeout of one check.
+WATCH_CONNECT_S = 2.0
+
+
+class _ClusterWatch:
+    """Notices that the node this driver attached to (its raylet) or the cluster's GCS
+    is gone: a TCP connect to each, once per :data:`WATCH_INTERVAL_S`. Other nodes are
+    Ray's business: a task that died with its node is retried elsewhere, and a lost
+    classifier actor is replaced."""
+
+    def __init__(self, ray: Any, address: str) -> None:
+        host, _, port = address.rpartition(":")
+        node_id = ray.get_runtime_context().get_node_id()
+        node = next((n for n in ray.nodes() if n.get("NodeID") == node_id), None)
+        self._targets: list[tuple[str, tuple[str, int]]] = [
+            (f"its GCS at {address}", (host, int(port)))
+        ]
+        if node is not None:
+            ip, raylet_port = node["NodeManagerAddress"], int(node["NodeManagerPort"])
+            where = f"node {ip} (id {node_id[:12]}, raylet port {raylet_port}; this run's node)"
+            self._targets.insert(0, (where, (ip, raylet_port)))
+        self._next = 0.0
+
+    def check(self) -> None:
+        """Raise :class:`ClusterLost` naming what stopped answering."""
+        now = time.monotonic()
+        if now < self._next:
+            return
+        self._next = now + WATCH_INTERVAL_S
+        for what, target in self._targets:
+            try:
+                socket.create_connection(target, timeout=WATCH_CONNECT_S).close()
+            except OSError as e:
+                raise ClusterLost(
+                    f"the Ray cluster lost {what} mid-run ({e.strerror or type(e).__name__}); "
+                    "what finished is written and the finished chunks are kept: restart the "
+                    "node and rerun to resume"
+                ) from None
 
 
 def _extract_task(task: ChunkTask, settings: RunSettings, spec: ModelSpec, threads: int) -> Any:
@@ -158,6 +203,8 @@ class RayExecutor:
         self._replacements = 0
         self._cancelled: set[str] = set()
         self._extracting: dict[Any, ChunkTask] = {}
+        self._watch = _ClusterWatch(ray, settings.ray_address) if settings.ray_address else None
+        self._lost = False
 
     def _new_actor(self) -> Any:
         return self._actor_cls.remote(*self._actor_args)
@@ -196,7 +243,7 @@ class RayExecutor:
             waiting = [*ready, *extracting, *classifying]
             if not waiting:
                 continue
-            done, _ = ray.wait(waiting, num_returns=1, fetch_local=False)
+            done = self._wait(waiting)
             for ref in done:
                 if ref in ready:
                     actor = ready.pop(ref)
@@ -210,6 +257,22 @@ class RayExecutor:
                     outcome = self._collect(ref, task, actor, load)
                     if task.video.video_id not in self._cancelled:
                         yield outcome
+
+    def _wait(self, waiting: list[Any]) -> list[Any]:
+        """The next finished refs; on an attached cluster, in steps of
+        :data:`WATCH_INTERVAL_S` with the cluster checked between them."""
+        if self._watch is None:
+            done, _ = self._ray.wait(waiting, num_returns=1, fetch_local=False)
+            return done
+        done, _ = self._ray.wait(
+            waiting, num_returns=1, fetch_local=False, timeout=WATCH_INTERVAL_S
+        )
+        try:
+            self._watch.check()
+        except ClusterLost:
+            self._lost = True
+            raise
+        return done
 
     def _check_ready(self, ref: Any) -> None:
         """A model the actor refuses (hash or spec mismatch, unreadable) ends the run."""
@@ -268,6 +331,9 @@ class RayExecutor:
                     self._ray.cancel(ref)
 
     def close(self) -> None:
+        if self._lost:  # every call into Ray would wait ~60 s for the dead node first
+            self.session.forget()
+            return
         if not self.session.owned:  # a Ray the caller runs: leave it clean
             for ref in list(self._extracting):
                 with contextlib.suppress(Exception):

@@ -89,6 +89,16 @@ class RaySession:
     def gpus(self) -> int:
         return int(self.ray.cluster_resources().get("GPU", 0))
 
+    def forget(self) -> None:
+        """Drop a connection to a cluster that is gone without calling into Ray (which
+        would block until its own 60 s timeout): the environment is restored and
+        ``ray.shutdown`` is no longer run at exit (the CLI ends the process at once)."""
+        import atexit
+
+        atexit.unregister(self.ray.shutdown)
+        _restore_env(self._saved_env)
+        self._saved_env = {}
+
     def close(self) -> None:
         if self.owned and self.ray.is_initialized():
             self.ray.shutdown()
