@@ -550,6 +550,7 @@ def _fake_executor(tmp_path: Path, fake: _FakeRay, extract: Callable[..., Any], 
     executor = RayExecutor.__new__(RayExecutor)  # no Ray: the fake stands in for it
     executor._ray, executor.workers = fake, 2
     executor.session = SimpleNamespace(cpus=2)  # run() sizes decoder threads from it
+    executor._watch = None  # no attached cluster to watch
     executor.settings, executor.spec, executor.sha256 = _settings(tmp_path, 5.0), DEBUG_SPEC, "sha"
     executor._task = fake.remote(num_cpus=1)(extract)
     actors: list[_FakeActor] = []
