@@ -18,15 +18,11 @@ import numpy as np
 
 from fervid.model.classify import calibrated_probs, predict_logits
 from fervid.model.modelfile import load_model
-from fervid.model.preprocess import resize_faces
-from fervid.training.data import FerPlusMode, load_dataset
 from fervid.training.metrics import expected_calibration_error, negative_log_likelihood
 from fervid.training.train import fit_temperature
+from fervid.training.validation import VALIDATION_SPLITS, validation_faces
 
-SPLITS = {
-    "fer2013": ("fer2013/val", FerPlusMode.MAJORITY),
-    "ferplus": ("ferplus/FER2013Valid", FerPlusMode.MAJORITY),
-}
+SPLITS = tuple(name for name, _ in VALIDATION_SPLITS)
 
 
 def main() -> None:
@@ -37,11 +33,9 @@ def main() -> None:
     a = p.parse_args()
     model = load_model(a.model)
     logits, labels = {}, {}
-    for name, (path, mode) in SPLITS.items():
-        ds = load_dataset(a.data_root / path, ferplus_mode=mode, size=None)
-        faces = resize_faces(list(ds.images), model.spec)
-        logits[name] = predict_logits(model.network, faces, model.spec, batch_size=256)
-        labels[name] = ds.labels.astype(np.int64)
+    for v in validation_faces(a.data_root, model.spec):
+        logits[v.name] = predict_logits(model.network, v.images, model.spec, batch_size=256)
+        labels[v.name] = v.labels
     pooled = (
         np.concatenate([logits[n][0] for n in SPLITS]),
         np.concatenate([labels[n] for n in SPLITS]),

@@ -22,12 +22,9 @@ import numpy as np
 
 from fervid.model.classify import predict_logits
 from fervid.model.modelfile import load_model, save_model
-from fervid.model.preprocess import resize_faces
 from fervid.training.balance import Split, cross_fitted, fit_bias, fold_bias, scores
-from fervid.training.data import FerPlusMode, load_dataset
 from fervid.training.train import fit_temperature
-
-VAL = (("fer2013", "fer2013/val"), ("ferplus", "ferplus/FER2013Valid"))
+from fervid.training.validation import validation_faces
 
 
 def main() -> None:
@@ -40,11 +37,9 @@ def main() -> None:
     a = p.parse_args()
     m = load_model(a.model)
     splits = []
-    for name, rel in VAL:
-        ds = load_dataset(a.data_root / rel, ferplus_mode=FerPlusMode.MAJORITY, size=None)
-        images = resize_faces(list(ds.images), m.spec)
-        logits = predict_logits(m.network, images, m.spec, batch_size=256)  # model's TTA
-        splits.append(Split(name, logits, ds.labels.astype(np.int64)))
+    for v in validation_faces(a.data_root, m.spec):
+        logits = predict_logits(m.network, v.images, m.spec, batch_size=256)  # model's TTA
+        splits.append(Split(v.name, logits, v.labels))
     t = m.spec.temperature
     zero = np.zeros(m.spec.num_classes, np.float32)
     before = scores(splits, zero, t)

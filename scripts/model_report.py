@@ -21,13 +21,10 @@ import numpy as np
 
 from fervid.model.classify import calibrated_probs, predict_logits
 from fervid.model.modelfile import load_model
-from fervid.model.preprocess import resize_faces
 from fervid.output.atomic import write_text
-from fervid.training.data import FerPlusMode, load_dataset
 from fervid.training.metrics import compute_metrics
 from fervid.training.robustness import CORRUPTIONS, corrupt, weak_majority
-
-VAL = (("fer2013", "fer2013/val"), ("ferplus", "ferplus/FER2013Valid"))
+from fervid.training.validation import validation_faces
 
 
 def summary(probs: np.ndarray, labels: np.ndarray, names: tuple[str, ...]) -> dict[str, Any]:
@@ -56,10 +53,8 @@ def main() -> None:
     m = load_model(a.model)
     names = tuple(m.spec.class_names)
     out: dict[str, Any] = {"model": a.model.name, "sha256": m.sha256, "spec": m.spec.to_json()}
-    for split, rel in VAL:
-        ds = load_dataset(a.data_root / rel, ferplus_mode=FerPlusMode.MAJORITY, size=None)
-        images = resize_faces(list(ds.images), m.spec)
-        labels = ds.labels.astype(np.int64)
+    for v in validation_faces(a.data_root, m.spec):
+        split, images, labels = v.name, v.images, v.labels
 
         def probs_of(faces: np.ndarray) -> np.ndarray:
             logits = predict_logits(m.network, faces, m.spec, batch_size=256)
@@ -67,8 +62,8 @@ def main() -> None:
 
         clean = probs_of(images)
         res: dict[str, Any] = {"clean": summary(clean, labels, names)}
-        if (a.data_root / rel / "label.csv").is_file():
-            weak = weak_majority(a.data_root / rel, ds.names)
+        if (v.folder / "label.csv").is_file():
+            weak = weak_majority(v.folder, v.names)
             res["weak_majority"] = summary(clean[weak], labels[weak], names)
         if not a.no_robust:
             res["robust"] = {

@@ -408,3 +408,23 @@ def test_loose_recipes_should_raise_config_error(tmp_path: Path, case: str) -> N
     path = _write(tmp_path / "r.toml", LOOSE_RECIPES[case])
     with pytest.raises(ConfigError):
         load_recipe(path)
+
+
+def test_validation_faces_are_both_splits_at_the_models_size(data_root: Path) -> None:
+    """The model scripts' one source of validation faces: FER-2013 val then FER+ valid,
+    resized to the shipped model's input, labels matching the split's own loader."""
+    from fervid.model.modelfile import load_model
+    from fervid.training.validation import validation_faces
+
+    spec = load_model().spec
+    splits = list(validation_faces(data_root, spec))
+    assert [v.name for v in splits] == ["fer2013", "ferplus"]
+    fer, ferplus = splits
+    size = spec.input_size
+    assert fer.images.shape == (3589, size, size) and fer.images.dtype == np.uint8
+    counts = np.bincount(fer.labels, minlength=len(EMOTIONS))
+    assert dict(zip(EMOTIONS, counts.tolist(), strict=True)) == FER2013_VAL_COUNTS
+    reference = load_ferplus(data_root / "ferplus" / "FER2013Valid", size=None)
+    assert ferplus.names == reference.names
+    np.testing.assert_array_equal(ferplus.labels, reference.labels)
+    assert ferplus.images.shape[1:] == (size, size)
