@@ -497,6 +497,7 @@ _RULE_WORDS = {
     "right": "rightmost face",
     "top": "topmost face",
     "bottom": "lowest face",
+    "region": "in the patient's screen region",
 }
 
 
@@ -505,6 +506,9 @@ def _patient_words(s: Mapping[str, Any], n_faces: int) -> str:
     rule = _RULE_WORDS.get(str(s["patient_rule"]), str(s["patient_rule"]).replace("_", " "))
     if _present(s.get("patient_ambiguous")) and bool(s["patient_ambiguous"]):
         rule += "; ambiguous: another face is as likely"
+    pieces = _num(s.get("track_pieces"))
+    if pieces is not None and pieces > 1:  # left the frame and came back
+        rule += f"; joined from {int(pieces)} pieces"
     faces = f"{n_faces} face{'s' if n_faces != 1 else ''}"
     return f"face {int(s['face_id'])} of {faces} ({rule})"
 
