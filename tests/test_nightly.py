@@ -107,7 +107,10 @@ def test_ok_run_processes_logs_and_refreshes(tmp_path: Path, env: dict[str, str]
     assert sessions.num_rows == 1 and sessions["share_happy"][0].as_py() == 1.0
     report = Path(line["report"])
     assert report == tmp_path / "ds.report" / "index.html" and report.stat().st_size > 2000
-    assert len(list((report.parent / "figures").glob("*.png"))) == 2
+    figures = [p.name for p in (report.parent / "figures").glob("*.png")]
+    # a timeline, the whole trend and one panel per index
+    assert sorted({n.split("_")[0] for n in figures}) == ["panel", "timeline", "trend"]
+    assert len([n for n in figures if not n.startswith("panel_")]) == 2
     assert pq.read_table(line["trends"]).num_rows > 0
     assert Path(line["sessions"]) == tmp_path / "ds.sessions.parquet"
     assert line["id_pattern_unmatched"] == {"total": 0, "paths": []}
