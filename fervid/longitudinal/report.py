@@ -464,7 +464,9 @@ def _subject_context(
         if s["patient_rule"] == RULE_NO_FACE:
             who = "none found"
         else:
-            who = _patient_words(s, n_faces.get(vid, 1))
+            # people, phantoms left out (sessions' n_faces); older tables: their face rows
+            people = _num(s.get("n_faces"))
+            who = _patient_words(s, int(people) if people is not None else n_faces.get(vid, 1))
         num, date = number.get(vid, ""), _txt(s["session_date"])
         quality.append({"cls": cls, "cells": [
             _c(num), _c(date, "l date"),
