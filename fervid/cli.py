@@ -630,8 +630,9 @@ _TREND_OPTIONS = [
 ]  # fmt: skip
 _LON_CONFIG = _kw("config", Annotated[Path | None, typer.Option(
     "--config",
-    help=f"Settings file (TOML, \\[longitudinal] table). Default: ./{DEFAULT_CONFIG} when "
-    "there is one. The command line wins.")], None)  # fmt: skip
+    help=f"Settings file (TOML, \\[longitudinal] table; nightly hands it to fervid process "
+    f"too). Default: ./{DEFAULT_CONFIG} when there is one. The command line wins.")],
+    None)  # fmt: skip
 
 
 def _longitudinal_options(*, trends: bool) -> Any:
@@ -644,20 +645,24 @@ def _longitudinal_options(*, trends: bool) -> Any:
 
     def decorate(fn: Any) -> Any:
         own = inspect.signature(fn, eval_str=True).parameters.values()
+        wants_config = any(p.name == "config" for p in own)  # nightly hands it on
         params: list[inspect.Parameter] = []
         for p in own:
             if p.name == "lon":
                 params += shared
-            elif p.name != "patient":
+            elif p.name not in ("patient", "config"):
                 params.append(p.replace(kind=inspect.Parameter.KEYWORD_ONLY))
 
         @functools.wraps(fn)
         def command(**kw: Any) -> Any:
             given = {n: kw.pop(n) for n in names}
+            config = given.pop("config")
             try:
-                lon, patient = _longitudinal(given, given.pop("config"))
+                lon, patient = _longitudinal(given, config)
             except FervidError as e:
                 raise _fail(e, json_out=bool(kw.get("json_summary"))) from None
+            if wants_config:
+                kw["config"] = config
             return fn(lon=lon, patient=patient, **kw)
 
         command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
@@ -960,6 +965,7 @@ def nightly(
     ] = None,
     lon: Any = None,
     patient: Path | None = None,
+    config: Path | None = None,
     timeout_s: Annotated[
         float | None, typer.Option("--timeout-s", help="Stop fervid after this many seconds.")
     ] = None,
@@ -992,7 +998,7 @@ def nightly(
             report_dir=report_dir, log=log,
             fervid_cmd=tuple(shlex.split(fervid_cmd)) if fervid_cmd is not None else None,
             patient_override=patient, timeout_s=timeout_s, report=not no_report,
-            process_args=tuple(process_args or ()), longitudinal=lon,
+            process_args=tuple(process_args or ()), config=config, longitudinal=lon,
         )  # fmt: skip
     except (FervidError, ValueError) as e:
         raise _fail(

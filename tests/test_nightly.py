@@ -92,6 +92,19 @@ def _log(tmp_path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+def test_config_file_reaches_process_and_sets_the_longitudinal_settings(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    cfg = tmp_path / "clinic.toml"
+    cfg.write_text("[process]\nfps = 2\n\n[longitudinal]\nthreshold = 3\nbaseline_n = 4\n")
+    r = _nightly(tmp_path, env, "ok", "--config", str(cfg), "--baseline-n", "5")
+    assert r.returncode == 0, r.stderr
+    argv = json.loads(Path(env["ARGV_FILE"]).read_text())
+    assert argv[-2:] == ["--config", str(cfg)]  # fervid process reads its [process] table
+    trends = _log(tmp_path)[-1]["settings"]["trends"]
+    assert trends["threshold"] == 3.0 and trends["baseline_n"] == 5  # command line wins
+
+
 def test_ok_run_processes_logs_and_refreshes(tmp_path: Path, env: dict[str, str]) -> None:
     r = _nightly(tmp_path, env, "ok", "--", "--fps", "2")
     assert r.returncode == 0, r.stderr
