@@ -826,7 +826,7 @@ def _panel_figure(tr: pd.DataFrame, index: str, settings: TrendSettings) -> Any:
         _draw_index(ax, tr, index, settings, first, _share_top(tr))
         ax.set_ylabel(_PANEL_LABELS.get(index, _axis_label(index)))  # short: 300 px tall
         ax.set_xlabel(_x_label(first))
-        _format_x([ax], first, maxticks=4)
+        _format_x([ax], first, maxticks=4, minticks=2)
     return fig
 
 
@@ -889,15 +889,18 @@ def _x_label(first: pd.DataFrame) -> str:
     return "session date" if dated else "session number"
 
 
-def _format_x(axes: list[Any], first: pd.DataFrame, *, maxticks: int = 6) -> None:
-    """Date ticks when every session is dated, else integer session numbers."""
+def _format_x(
+    axes: list[Any], first: pd.DataFrame, *, maxticks: int = 6, minticks: int = 5
+) -> None:
+    """Date ticks when every session is dated, else integer session numbers. (A narrow
+    panel wants few ticks: minticks 2, or dates a few days apart find no interval.)"""
     from matplotlib import dates as mdates
     from matplotlib.ticker import MaxNLocator
 
     dated = bool(len(first)) and first["session_date"].notna().all()
     for ax in axes:
         if dated and first["session_date"].nunique() > 1:
-            loc = mdates.AutoDateLocator(maxticks=maxticks)
+            loc = mdates.AutoDateLocator(minticks=minticks, maxticks=maxticks)
             ax.xaxis.set_major_locator(loc)
             ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(loc))
         elif dated:  # one date: a date locator has no interval to pick
