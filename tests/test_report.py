@@ -141,7 +141,7 @@ def test_definitions_and_provenance_are_in_the_page(report: Path) -> None:
     # z is printed under each judged value, not only in a tooltip
     p017 = _section(text, "subject-P017")
     assert re.search(
-        r'<td class="dep" data-label="Expression valence"><span class="v">-0\.50 ▼'
+        r'<td class="dep" data-label="Expression valence \(−1 to \+1\)"><span class="v">-0\.50 ▼'
         r'<span class="z">z -7\.0</span>',
         p017,
     )
@@ -205,7 +205,7 @@ def test_tables_carry_their_column_names_for_the_phone_layout(report: Path) -> N
     column's plain name (with its unit)."""
     text = report.read_text()
     for label in ("face visible (s)", "detector confidence (0–1)", "patient face (rule)",
-                  "baseline mean ± SD"):  # fmt: skip
+                  "baseline mean ± SD", "Expression valence (−1 to +1)"):  # fmt: skip
         assert f'data-label="{label}"' in text, label
     assert '<td class="" data-label=""' not in text  # no cell without its column
 

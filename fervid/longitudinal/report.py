@@ -167,10 +167,16 @@ def index_unit(index: str) -> str:
 
 
 def _short_title(index: str) -> str:
-    """Column header: ``happy %``, ``Expression valence``."""
+    """Column header, with its unit: ``happy %``, ``Expression valence (−1 to +1)``."""
     if index.startswith("share_"):
         return f"{index.removeprefix('share_')} %"
-    return index_title(index).split(" (")[0]
+    name = index_title(index).split(" (")[0]
+    return f"{name} ({_UNITS[index]})" if index in _UNITS else name
+
+
+#: Short units of the index columns (the definitions below the tables say more).
+_UNITS = {"valence": "−1 to +1", "expressivity": "0: steady", "valence_sd": "0: steady",
+          "positive_affect": "0 to 1", "negative_affect": "0 to 1"}  # fmt: skip
 
 
 def _definitions(indices: Sequence[str], settings: TrendSettings) -> list[dict[str, str]]:
