@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import inspect
 import json
 import sys
@@ -586,86 +587,129 @@ def evaluate(
 
 # Options shared by summarize, trends, report and nightly: one LongitudinalSettings
 # (fervid.longitudinal.settings), so the four never judge the same sessions differently.
-# Defaults are the dataclasses' own (None here: "not given").
+# Declared once here and added to each command by @_longitudinal_options (typer has no
+# shared options of its own: fastapi/typer#153). Defaults are the dataclasses' own (None
+# here: "not given"); a fervid.toml [longitudinal] table sits between the two.
 Results = Annotated[Path, typer.Argument(help="fervid output: results.parquet or a dataset dir/.")]
-PatientFile = Annotated[
-    Path | None,
-    typer.Option(
-        "--patient", "--patient-override", help="JSON or CSV mapping video_id -> patient face_id."
-    ),
-]
-PatientFaceOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--patient-face",
-        help="Which face is the patient: longest (default), largest (speaker view with a "
-        "self-view inset), left / right / top / bottom (gallery tiles). docs/indices.md.",
-        metavar="[longest|largest|left|right|top|bottom]",
-    ),
-]
-MinTrackFrames = Annotated[
-    int | None,
-    typer.Option(
-        "--min-track-frames",
-        help="Tracks with fewer sampled frames and a low detector score are spurious. Default 2.",
-    ),
-]
-BaselineN = Annotated[
-    int | None,
-    typer.Option("--baseline-n", help="Sessions that form each subject's baseline. Default 3."),
-]
-Window = Annotated[int | None, typer.Option(help="Sessions in the rolling mean. Default 3.")]
-Threshold = Annotated[
-    float | None,
-    typer.Option(help="Flag |value - baseline| > threshold x baseline SD. Default 2."),
-]
-MinFaceS = Annotated[
-    float | None,
-    typer.Option(
-        "--min-face-s", help="Sessions with less patient-face time (s) are not judged. Default 10."
-    ),
-]
-SdFloor = Annotated[
-    float | None,
-    typer.Option("--sd-floor", help="Smallest baseline SD used (index units). Default 0.05."),
-]
 JsonOut = Annotated[
     bool,
     typer.Option("--json", metavar=FLAG, help="Print a machine-readable summary on stdout."),
 ]
+_RULES = ["longest", "largest", "left", "right", "top", "bottom", "region", "override"]
+_PATIENT_OPTIONS = [
+    _kw("patient", Annotated[Path | None, typer.Option(
+        "--patient", "--patient-override",
+        help="JSON or CSV mapping video_id -> patient face_id.")], None),
+    _kw("patient_face", Annotated[str | None, typer.Option(
+        "--patient-face",
+        help="Which face is the patient: longest (default), largest (speaker view with a "
+        "self-view inset), left / right / top / bottom (gallery tiles), region (the tile "
+        "--patient-region), override (the --patient file). docs/indices.md.",
+        metavar="[" + "|".join(_RULES) + "]")], None),
+    _kw("patient_region", Annotated[str | None, typer.Option(
+        "--patient-region", metavar="X0,Y0,X1,Y1",
+        help="The patient's screen rectangle, fractions of the frame (0,0 top left), e.g. "
+        "0.5,0,1,1 for the right half; implies --patient-face region.")], None),
+    _kw("min_track_frames", Annotated[int | None, typer.Option(
+        "--min-track-frames",
+        help="Tracks with fewer sampled frames and a low detector score are spurious. "
+        "Default 2.")], None),
+]  # fmt: skip
+_TREND_OPTIONS = [
+    _kw("baseline_n", Annotated[int | None, typer.Option(
+        "--baseline-n", help="Sessions that form each subject's baseline. Default 3.")], None),
+    _kw("window", Annotated[int | None, typer.Option(
+        help="Sessions in the rolling mean. Default 3.")], None),
+    _kw("threshold", Annotated[float | None, typer.Option(
+        help="Flag |value - baseline| > threshold x baseline SD. Default 2.")], None),
+    _kw("min_face_s", Annotated[float | None, typer.Option(
+        "--min-face-s",
+        help="Sessions with less patient-face time (s) are not judged. Default 10.")], None),
+    _kw("sd_floor", Annotated[float | None, typer.Option(
+        "--sd-floor", help="Smallest baseline SD used (index units). Default 0.05.")], None),
+]  # fmt: skip
+_LON_CONFIG = _kw("config", Annotated[Path | None, typer.Option(
+    "--config",
+    help=f"Settings file (TOML, \\[longitudinal] table; nightly hands it to fervid process "
+    f"too). Default: ./{DEFAULT_CONFIG} when there is one. The command line wins.")],
+    None)  # fmt: skip
 
 
-def _longitudinal(
-    patient_face: str | None = None,
-    min_track_frames: int | None = None,
-    baseline_n: int | None = None,
-    window: int | None = None,
-    threshold: float | None = None,
-    min_face_s: float | None = None,
-    sd_floor: float | None = None,
-):  # -> LongitudinalSettings (imported lazily: the CLI starts without pandas)
-    """The options given, over the dataclasses' defaults; a bad value is a ConfigError."""
-    import dataclasses
+def _longitudinal_options(*, trends: bool) -> Any:
+    """Decorator of a longitudinal command whose function takes ``lon`` (the
+    LongitudinalSettings) and ``patient`` (the override file): in their place the command
+    gets the patient options, with ``trends`` the trend options, and ``--config``; the
+    function is called with the settings they make (a bad value: one line, exit 2)."""
+    shared = [*_PATIENT_OPTIONS, *(_TREND_OPTIONS if trends else []), _LON_CONFIG]
+    names = [p.name for p in shared]
 
+    def decorate(fn: Any) -> Any:
+        own = inspect.signature(fn, eval_str=True).parameters.values()
+        wants_config = any(p.name == "config" for p in own)  # nightly hands it on
+        params: list[inspect.Parameter] = []
+        for p in own:
+            if p.name == "lon":
+                params += shared
+            elif p.name not in ("patient", "config"):
+                params.append(p.replace(kind=inspect.Parameter.KEYWORD_ONLY))
+
+        @functools.wraps(fn)
+        def command(**kw: Any) -> Any:
+            given = {n: kw.pop(n) for n in names}
+            config = given.pop("config")
+            try:
+                lon, patient = _longitudinal(given, config)
+            except FervidError as e:
+                raise _fail(e, json_out=bool(kw.get("json_summary"))) from None
+            if wants_config:
+                kw["config"] = config
+            return fn(lon=lon, patient=patient, **kw)
+
+        command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        return command
+
+    return decorate
+
+
+def _longitudinal(given: dict[str, Any], config: Path | None) -> tuple[Any, Path | None]:
+    """(LongitudinalSettings, patient override file) from the options given (not None),
+    over the config file's [longitudinal] table, over the dataclasses' defaults; a bad
+    value is a ConfigError naming where it came from. (LongitudinalSettings is imported
+    lazily: the CLI starts without pandas.)"""
+    from fervid.config import load_longitudinal
     from fervid.longitudinal.settings import LongitudinalSettings
 
+    path = find_config(config)
+    file = load_longitudinal(path) if path is not None else {}
+    values = {**file, **{k: v for k, v in given.items() if v is not None}}
+    if values.get("patient_region") is not None and "patient_face" not in values:
+        values["patient_face"] = "region"  # the region alone says which rule
+    patient_file = values.pop("patient", None) or values.pop("patient_override", None)
+    values.pop("patient_override", None)
     d = LongitudinalSettings()
-
-    def given(**kw: Any) -> dict[str, Any]:
-        return {k: v for k, v in kw.items() if v is not None}
-
-    trends = given(baseline_n=baseline_n, window=window, threshold=threshold,
-                   min_face_s=min_face_s, sd_floor=sd_floor)  # fmt: skip
-    return LongitudinalSettings(
-        patient=dataclasses.replace(
-            d.patient, **given(rule=patient_face, min_track_frames=min_track_frames)
-        ),
-        index=d.index,
-        trends=dataclasses.replace(d.trends, **trends),
-    )
+    patient_keys = {"patient_face": "rule", "patient_region": "region",
+                    "min_track_frames": "min_track_frames", "join_tracks": "join_tracks"}  # fmt: skip
+    trend_keys = ("baseline_n", "window", "threshold", "min_face_s", "sd_floor")
+    try:
+        return LongitudinalSettings(
+            patient=dataclasses.replace(
+                d.patient, **{f: values[k] for k, f in patient_keys.items() if k in values}
+            ),
+            index=d.index,
+            trends=dataclasses.replace(
+                d.trends, **{k: values[k] for k in trend_keys if k in values}
+            ),
+        ), patient_file
+    except ConfigError as e:  # say so when the bad value came from the file
+        text = str(e)
+        named = [k for k in file if given.get(k) is None and (k in text or f"--{k.replace('_', '-')}" in text)]  # fmt: skip
+        if path is not None and named:
+            raise ConfigError(f"{text} (set by {path} [longitudinal] {named[0]})") from None
+        raise
 
 
 @app.command()
+@_longitudinal_options(trends=False)
 def summarize(
     results: Results,
     out: Annotated[
@@ -676,14 +720,12 @@ def summarize(
             "results.sessions.parquet / ds.sessions.parquet).",
         ),
     ] = None,
-    patient: PatientFile = None,
-    patient_face: PatientFaceOpt = None,
-    min_track_frames: MinTrackFrames = None,
+    lon: Any = None,
+    patient: Path | None = None,
     json_summary: JsonOut = False,
 ) -> None:
     """Write the sessions table: one row per recording and face, the patient flagged."""
     try:
-        lon = _longitudinal(patient_face, min_track_frames)
         from fervid.longitudinal.summary import sessions_path, summarize_dir, write_sessions
 
         sessions = summarize_dir(results, patient, settings=lon.index, patient=lon.patient)
@@ -734,17 +776,12 @@ def _warn_unassigned(sessions, results: Path) -> None:
 
 
 @app.command()
+@_longitudinal_options(trends=True)
 def trends(
     results: Results,
     subject: Annotated[str | None, typer.Option(help="Only this subject.")] = None,
-    baseline_n: BaselineN = None,
-    window: Window = None,
-    threshold: Threshold = None,
-    min_face_s: MinFaceS = None,
-    sd_floor: SdFloor = None,
-    patient: PatientFile = None,
-    patient_face: PatientFaceOpt = None,
-    min_track_frames: MinTrackFrames = None,
+    lon: Any = None,
+    patient: Path | None = None,
     index: Annotated[
         list[str] | None,
         typer.Option(
@@ -760,8 +797,6 @@ def trends(
 ) -> None:
     """Per-session trend of each affect index against the subject's own baseline."""
     try:
-        lon = _longitudinal(patient_face, min_track_frames, baseline_n, window, threshold,
-                            min_face_s, sd_floor)  # fmt: skip
         import pyarrow.parquet as pq
         from rich.console import Console as _Console
 
@@ -810,6 +845,7 @@ def trends(
 
 
 @app.command()
+@_longitudinal_options(trends=True)
 def report(
     results: Results,
     out: Annotated[
@@ -821,14 +857,8 @@ def report(
         ),
     ] = None,
     subject: Annotated[str | None, typer.Option(help="Only this subject.")] = None,
-    baseline_n: BaselineN = None,
-    window: Window = None,
-    threshold: Threshold = None,
-    min_face_s: MinFaceS = None,
-    sd_floor: SdFloor = None,
-    patient: PatientFile = None,
-    patient_face: PatientFaceOpt = None,
-    min_track_frames: MinTrackFrames = None,
+    lon: Any = None,
+    patient: Path | None = None,
     embed: Annotated[
         bool,
         typer.Option(
@@ -839,8 +869,6 @@ def report(
 ) -> None:
     """Self-contained HTML report: timelines per recording, trends per subject, tables."""
     try:
-        lon = _longitudinal(patient_face, min_track_frames, baseline_n, window, threshold,
-                            min_face_s, sd_floor)  # fmt: skip
         from fervid.longitudinal.report import build_report
         from fervid.longitudinal.summary import load_sessions, report_path
 
@@ -903,6 +931,7 @@ def verify(
 
 
 @app.command()
+@_longitudinal_options(trends=True)
 def nightly(
     inputs: Annotated[list[Path], typer.Option("--in", help="Recordings folder (repeatable).")],
     dataset: Annotated[
@@ -934,14 +963,9 @@ def nightly(
             "beside this Python, else on PATH).",
         ),
     ] = None,
-    patient_override: PatientFile = None,
-    patient_face: PatientFaceOpt = None,
-    min_track_frames: MinTrackFrames = None,
-    baseline_n: BaselineN = None,
-    window: Window = None,
-    threshold: Threshold = None,
-    min_face_s: MinFaceS = None,
-    sd_floor: SdFloor = None,
+    lon: Any = None,
+    patient: Path | None = None,
+    config: Path | None = None,
     timeout_s: Annotated[
         float | None, typer.Option("--timeout-s", help="Stop fervid after this many seconds.")
     ] = None,
@@ -973,10 +997,8 @@ def nightly(
             inputs=tuple(inputs), dataset=dataset, id_pattern=id_pattern,
             report_dir=report_dir, log=log,
             fervid_cmd=tuple(shlex.split(fervid_cmd)) if fervid_cmd is not None else None,
-            patient_override=patient_override, timeout_s=timeout_s, report=not no_report,
-            process_args=tuple(process_args or ()),
-            longitudinal=_longitudinal(patient_face, min_track_frames, baseline_n, window,
-                                       threshold, min_face_s, sd_floor),
+            patient_override=patient, timeout_s=timeout_s, report=not no_report,
+            process_args=tuple(process_args or ()), config=config, longitudinal=lon,
         )  # fmt: skip
     except (FervidError, ValueError) as e:
         raise _fail(

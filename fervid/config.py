@@ -35,6 +35,9 @@ from fervid.errors import ConfigError
 DEFAULT_CONFIG = "fervid.toml"
 #: The config file's table holding ``fervid process``'s settings.
 SECTION = "process"
+#: The config file's table holding the longitudinal settings (``summarize``, ``trends``,
+#: ``report``, ``nightly``): :data:`LONGITUDINAL_KEYS`.
+LONGITUDINAL_SECTION = "longitudinal"
 ENV_PREFIX = "FERVID_PROCESS_"
 
 # Help panels of `fervid process --help`, in the order they are shown.
@@ -309,14 +312,18 @@ def load_config(path: Path) -> dict[str, Any]:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: not valid TOML ({e})") from None
     for key, value in data.items():
-        if key == SECTION:
+        if key in (SECTION, LONGITUDINAL_SECTION):
             continue
         if key in BY_KEY and not isinstance(value, dict):
             raise ConfigError(
                 f"{path}: setting {key!r} is outside a table; put it under [{SECTION}]"
             )
-        close = difflib.get_close_matches(key, [SECTION], n=1, cutoff=0.5)
-        hint = f"did you mean [{close[0]}]?" if close else f"expected [{SECTION}]"
+        close = difflib.get_close_matches(key, [SECTION, LONGITUDINAL_SECTION], n=1, cutoff=0.5)
+        hint = (
+            f"did you mean [{close[0]}]?"
+            if close
+            else f"expected [{SECTION}] or [{LONGITUDINAL_SECTION}]"
+        )
         raise ConfigError(f"{path}: unknown table [{key}]; {hint}")
     section = data.get(SECTION, {})
     if not isinstance(section, dict):
@@ -326,6 +333,82 @@ def load_config(path: Path) -> dict[str, Any]:
     return {
         k: coerce(BY_KEY[k], v, f"{path} [{SECTION}] {k}", base=base) for k, v in section.items()
     }
+
+
+# --------------------------------------------------------------------------- longitudinal
+@dataclass(frozen=True, kw_only=True)
+class LongitudinalKey:
+    """One key of the ``[longitudinal]`` table: the option of ``fervid summarize`` /
+    ``trends`` / ``report`` / ``nightly`` it stands for, and its TOML type (``int``,
+    ``float``, ``str``, ``bool``, ``path``; ``region``: "x0,y0,x1,y1" or four numbers).
+    The values are checked by the settings classes (fervid.longitudinal)."""
+
+    key: str
+    kind: str
+    help: str
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.key.replace("_", "-")
+
+
+LONGITUDINAL_KEYS: tuple[LongitudinalKey, ...] = (
+    LongitudinalKey(key="baseline_n", kind="int", help="Sessions in each subject's baseline."),
+    LongitudinalKey(key="window", kind="int", help="Sessions in the rolling mean."),
+    LongitudinalKey(key="threshold", kind="float",
+                    help="A departure lies more than this many baseline SDs away."),
+    LongitudinalKey(key="min_face_s", kind="float",
+                    help="Sessions with less patient-face time (s) are not judged."),
+    LongitudinalKey(key="sd_floor", kind="float", help="Smallest baseline SD used."),
+    LongitudinalKey(key="patient_face", kind="str",
+                    help="longest, largest, left, right, top, bottom, region or override."),
+    LongitudinalKey(key="patient_region", kind="region",
+                    help='The patient\'s tile for patient_face = "region": "x0,y0,x1,y1".'),
+    LongitudinalKey(key="patient_override", kind="path",
+                    help="JSON or CSV file naming the patient face per video_id."),
+    LongitudinalKey(key="min_track_frames", kind="int",
+                    help="Shorter tracks with a low detector score are spurious."),
+    LongitudinalKey(key="join_tracks", kind="bool",
+                    help="Join the pieces of a face that left the frame and came back."),
+)  # fmt: skip
+LONGITUDINAL_BY_KEY = {k.key: k for k in LONGITUDINAL_KEYS}
+
+
+def load_longitudinal(path: Path) -> dict[str, Any]:
+    """The ``[longitudinal]`` settings of the TOML file at ``path`` (empty when it has
+    none), by key, type-checked; relative paths are relative to the file's folder.
+    Raises :class:`ConfigError` naming the file and key."""
+    path = Path(path)
+    load_config(path)  # the same checks of the file and its tables
+    data = tomllib.loads(path.read_text(encoding="utf-8")).get(LONGITUDINAL_SECTION, {})
+    where = f"{path} [{LONGITUDINAL_SECTION}]"
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{path}: {LONGITUDINAL_SECTION} must be a table, [{LONGITUDINAL_SECTION}]"
+        )
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in LONGITUDINAL_BY_KEY:
+            raise ConfigError(unknown_key_message(key, where, list(LONGITUDINAL_BY_KEY)))
+        kind = LONGITUDINAL_BY_KEY[key].kind
+        ok = {
+            "int": isinstance(value, int) and not isinstance(value, bool),
+            "float": isinstance(value, int | float) and not isinstance(value, bool),
+            "str": isinstance(value, str),
+            "bool": isinstance(value, bool),
+            "path": isinstance(value, str),
+            "region": isinstance(value, str | list),
+        }[kind]
+        if not ok:
+            expected = {"int": "an integer", "float": "a number", "str": "a string",
+                        "bool": "true or false", "path": "a path",
+                        "region": '"x0,y0,x1,y1" or [x0, y0, x1, y1]'}[kind]  # fmt: skip
+            raise ConfigError(f"{where} {key}={value!r}; expected {expected}")
+        if kind == "path":
+            p = Path(value).expanduser()
+            value = p if p.is_absolute() else path.resolve().parent / p
+        out[key] = float(value) if kind == "float" else value
+    return out
 
 
 def read_env(env: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -456,6 +539,13 @@ def template() -> str:
             lines.append(f"# {option.key}: not set{shown}")
         else:
             lines.append(f"# {option.key} = {toml_value(default)}")
+    lines += [
+        "",
+        "# Settings of fervid summarize, trends, report and nightly (the same for all four;",
+        "# their command line wins). Defaults: docs/indices.md.",
+        f"[{LONGITUDINAL_SECTION}]",
+    ]
+    lines += [f"# {k.key}: {k.help}" for k in LONGITUDINAL_KEYS]
     return "\n".join(lines) + "\n"
 
 

@@ -69,13 +69,15 @@ MAX_UNMATCHED_LISTED = 50
 class NightlySettings:
     """One nightly run.
 
-    ``inputs``: recordings folders; ``dataset``: fervid's output folder (one file per
-    video), created if missing. ``report_dir`` / ``log`` default to ``<dataset>.report``
-    and ``<dataset>.logs/nightly.jsonl``, beside the dataset. ``fervid_cmd``: the argv
-    prefix that runs fervid (default :func:`fervid_command`). ``timeout_s``: stop fervid
-    after this long. ``report``: also rebuild the HTML report. ``process_args``: passed to
-    ``fervid process`` after the job's own arguments. ``longitudinal``: the settings the
-    sessions, trends and report use (the same as ``fervid summarize / trends / report``).
+        ``inputs``: recordings folders; ``dataset``: fervid's output folder (one file per
+        video), created if missing. ``report_dir`` / ``log`` default to ``<dataset>.report``
+        and ``<dataset>.logs/nightly.jsonl``, beside the dataset. ``fervid_cmd``: the argv
+        prefix that runs fervid (default :func:`fervid_command`). ``timeout_s``: stop fervid
+        after this long. ``report``: also rebuild the HTML report. ``process_args``: passed to
+        ``fervid process`` after the job's own arguments. ``config``: the settings file given
+    to ``fervid process`` too (its ``[process]`` table; else fervid reads ./fervid.toml).
+    ``longitudinal``: the settings the
+        sessions, trends and report use (the same as ``fervid summarize / trends / report``).
     """
 
     inputs: tuple[Path, ...]
@@ -88,6 +90,7 @@ class NightlySettings:
     timeout_s: float | None = None
     report: bool = True
     process_args: tuple[str, ...] = ()
+    config: Path | None = None
     longitudinal: LongitudinalSettings = field(default_factory=LongitudinalSettings)
 
     def __post_init__(self) -> None:
@@ -129,6 +132,8 @@ def process_argv(s: NightlySettings) -> list[str]:
             "--out", f"{s.dataset}{os.sep}"]  # fmt: skip
     if s.id_pattern:
         argv += ["--id-pattern", s.id_pattern]
+    if s.config is not None:  # the file whose [longitudinal] table this job read
+        argv += ["--config", str(s.config)]
     return argv + list(s.process_args)
 
 

@@ -12,7 +12,9 @@ builds the report, and saves ``screenshot-1280.png`` and ``screenshot-390.png``.
 For each width it also loads a copy of the page with a small measuring script added
 (the report itself has no script) and checks, from the DOM Chromium dumps: the page is
 no wider than the window, at 1280 px no table needs a horizontal scroll, and every
-figure loaded and fits. It prints the measurements and any problem; exit code 1 when a
+figure loaded and fits; no table is cut off without a cue (a shadow at the scrolling
+edge), and at 390 px tables reflow into cards; the index panels stand side by side at
+1280 px, one under another at 390 px, each at least :data:`MIN_PANEL_PX` wide. It prints the measurements and any problem; exit code 1 when a
 check fails. ``tests/test_report.py`` runs the same checks where Chromium is installed.
 No real video or patient data is used; the browser runs with networking features off
 and only opens local files.
@@ -54,6 +56,11 @@ CHROMIUM_FLAGS = (
 INTERVAL_S = 0.5  # 2 frames per second, fervid's default sampling
 #: The widths checked: a desktop window and a phone (iPhone 12-15 CSS width).
 WIDTHS = (1280, 390)
+#: At this width and below the report is laid out for a phone (report.css): tables as
+#: cards, index panels one under another.
+PHONE = 640
+#: An index panel shown narrower than this (px) has words too small to read.
+MIN_PANEL_PX = 320
 
 # The page is shown in an iframe of the width checked: headless Chromium lays a window
 # out at least 500 px wide, so a 390 px window alone would not be a phone. The measuring
@@ -67,8 +74,17 @@ document.getElementById("page").addEventListener("load", (e) => {
   const doc = e.target.contentDocument, root = doc.documentElement;
   const out = {
     viewport: root.clientWidth, page: root.scrollWidth,
-    tables: [...doc.querySelectorAll(".table-wrap")].map(
-      (w) => ({scroll: w.scrollWidth, client: w.clientWidth})),
+    tables: [...doc.querySelectorAll(".table-wrap")].map((w) => {
+      const st = e.target.contentWindow.getComputedStyle(w);
+      return {scroll: w.scrollWidth, client: w.clientWidth,
+              cue: st.backgroundImage.includes("gradient") && st.backgroundAttachment.includes("local"),
+              cards: e.target.contentWindow.getComputedStyle(w.querySelector("tr")).display === "block"};
+    }),
+    panels: [...doc.querySelectorAll(".panels img")].map((i) => {
+      const r = i.getBoundingClientRect();
+      return {left: Math.round(r.left), top: Math.round(r.top), shown: Math.round(r.width),
+              natural: i.naturalWidth};
+    }),
     images: [...doc.images].map((i) => ({loaded: i.complete && i.naturalWidth > 0,
       shown: Math.round(i.getBoundingClientRect().width)})),
   };
@@ -248,11 +264,26 @@ def layout_problems(m: dict, width: int) -> list[str]:
     problems = []
     if m["page"] > m["viewport"] + 1:
         problems.append(f"{width} px: the page is {m['page']} px wide (horizontal scroll)")
-    if width >= 1280:
-        for i, t in enumerate(m["tables"]):
-            if t["scroll"] > t["client"] + 1:
-                problems.append(f"{width} px: table {i + 1} needs {t['scroll']} px, has "
-                                f"{t['client']} px (columns cut off behind a scroll)")  # fmt: skip
+    for i, t in enumerate(m["tables"]):
+        cut = t["scroll"] > t["client"] + 1
+        if cut and (width >= 1280 or not t["cue"]):
+            problems.append(f"{width} px: table {i + 1} needs {t['scroll']} px, has "
+                            f"{t['client']} px (columns cut off behind a scroll"
+                            + ("" if t["cue"] else ", without a cue") + ")")  # fmt: skip
+        if width <= PHONE and not t["cards"]:
+            problems.append(f"{width} px: table {i + 1} does not reflow into cards")
+    panels = m.get("panels", [])
+    for i, pnl in enumerate(panels):
+        if pnl["shown"] < MIN_PANEL_PX:  # squeezed: its words too small to read
+            problems.append(f"{width} px: index panel {i + 1} is shown {pnl['shown']} px wide "
+                            f"(< {MIN_PANEL_PX})")  # fmt: skip
+    columns = len({pnl["left"] for pnl in panels})
+    if panels and width <= PHONE and columns != 1:
+        problems.append(
+            f"{width} px: index panels in {columns} columns; expected one under another"
+        )
+    if panels and width >= 1280 and columns < 2:
+        problems.append(f"{width} px: index panels in one column; expected side by side")
     for i, img in enumerate(m["images"]):
         if not img["loaded"]:
             problems.append(f"{width} px: figure {i + 1} did not load")
@@ -289,9 +320,14 @@ def main(argv: list[str] | None = None) -> int:
     found, problems = check_report(html, out, chromium=args.chromium)
     for width, m in found.items():
         tables = [t["scroll"] for t in m["tables"]]
+        panels = m["panels"]
         print(
             f"{width} px: page {m['page']} px in a {m['viewport']} px window; table widths "
-            f"{tables}; {len(m['images'])} figures -> {out / f'screenshot-{width}.png'}"
+            f"{tables} (cards: {sum(t['cards'] for t in m['tables'])} of {len(tables)}); "
+            f"{len(panels)} index panels in {len({p['left'] for p in panels})} column(s), "
+            f"{min((p['shown'] for p in panels), default=0)}-"
+            f"{max((p['shown'] for p in panels), default=0)} px wide; {len(m['images'])} "
+            f"figures -> {out / f'screenshot-{width}.png'}"
         )
     for line in problems:
         print("problem:", line, file=sys.stderr)

@@ -4,6 +4,8 @@ picture with a small self-view inset in a corner)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from fractions import Fraction
 from pathlib import Path
 
@@ -69,3 +71,38 @@ def speaker_call(
         img[360 - h - 8 : 360 - 8, 8 : 8 + w] = y
         frames.append(img)
     return _write(dest, frames)
+
+
+def broken_track(
+    dest: Path,
+    face: Path,
+    gap: Path,
+    *,
+    seconds: tuple[float, float, float] = (4.0, 4.0, 4.0),
+    beside: Path | None = None,
+) -> Path:
+    """One person who leaves and comes back: ``face`` for ``seconds[0]``, ``gap`` (a clip
+    without a face) for ``seconds[1]``, ``face`` again from its start for ``seconds[2]``
+    (640x360). With ``beside``, a second 640x360 tile on the right shows ``beside``
+    (mirrored) all along: a second face present the whole time (1280x360)."""
+    a, b, c = (round(x * FPS) for x in seconds)
+    left = [
+        *_frames(face, (640, 360), a),
+        *_frames(gap, (640, 360), b),
+        *_frames(face, (640, 360), c),
+    ]
+    if beside is None:
+        return _write(dest, left)
+    right = _frames(beside, (640, 360), len(left), flip=True)
+    return _write(dest, [np.hstack([x, y]) for x, y in zip(left, right, strict=True)])
+
+
+def process_calls(recordings: Path, out: Path) -> Path:
+    """``fervid process recordings --out out/`` in-process mode, as the CLI runs it."""
+    r = subprocess.run(
+        [sys.executable, "-m", "fervid", "process", str(recordings), "--out", f"{out}/",
+         "--executor", "local", "--quiet"],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    return out

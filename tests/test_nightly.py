@@ -92,6 +92,19 @@ def _log(tmp_path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+def test_config_file_reaches_process_and_sets_the_longitudinal_settings(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    cfg = tmp_path / "clinic.toml"
+    cfg.write_text("[process]\nfps = 2\n\n[longitudinal]\nthreshold = 3\nbaseline_n = 4\n")
+    r = _nightly(tmp_path, env, "ok", "--config", str(cfg), "--baseline-n", "5")
+    assert r.returncode == 0, r.stderr
+    argv = json.loads(Path(env["ARGV_FILE"]).read_text())
+    assert argv[-2:] == ["--config", str(cfg)]  # fervid process reads its [process] table
+    trends = _log(tmp_path)[-1]["settings"]["trends"]
+    assert trends["threshold"] == 3.0 and trends["baseline_n"] == 5  # command line wins
+
+
 def test_ok_run_processes_logs_and_refreshes(tmp_path: Path, env: dict[str, str]) -> None:
     r = _nightly(tmp_path, env, "ok", "--", "--fps", "2")
     assert r.returncode == 0, r.stderr
@@ -107,7 +120,10 @@ def test_ok_run_processes_logs_and_refreshes(tmp_path: Path, env: dict[str, str]
     assert sessions.num_rows == 1 and sessions["share_happy"][0].as_py() == 1.0
     report = Path(line["report"])
     assert report == tmp_path / "ds.report" / "index.html" and report.stat().st_size > 2000
-    assert len(list((report.parent / "figures").glob("*.png"))) == 2
+    figures = [p.name for p in (report.parent / "figures").glob("*.png")]
+    # a timeline, the whole trend and one panel per index
+    assert sorted({n.split("_")[0] for n in figures}) == ["panel", "timeline", "trend"]
+    assert len([n for n in figures if not n.startswith("panel_")]) == 2
     assert pq.read_table(line["trends"]).num_rows > 0
     assert Path(line["sessions"]) == tmp_path / "ds.sessions.parquet"
     assert line["id_pattern_unmatched"] == {"total": 0, "paths": []}

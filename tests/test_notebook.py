@@ -49,7 +49,7 @@ def test_demo_recordings_are_distinct_sessions_the_id_pattern_reads(
         with av.open(str(path)) as c:
             times = [f.time for f in c.decode(c.streams.video[0])]
         assert times[0] == 0.0
-        assert s.seconds - 0.1 < times[-1] < s.seconds  # the excerpt's length, in seconds
+        assert s.duration_s - 0.1 < times[-1] < s.duration_s  # the session's length, in seconds
     # Re-running gives byte-identical files (the same video ids); checked on a few of them.
     again = make_demo_recordings(
         tmp_path / "again", samples=sample_dir, sessions=DEMO_SESSIONS[::3]

@@ -7,13 +7,11 @@ self-view inset), processed by fervid; hand-built tables pin the rules' edges.""
 from __future__ import annotations
 
 import datetime as dt
-import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from composed_calls import gallery_call, speaker_call
+from composed_calls import gallery_call, process_calls, speaker_call
 from longitudinal_tables import frame_rows, segment_rows, tables, video_row, write_dataset
 
 from fervid.errors import ConfigError
@@ -51,14 +49,7 @@ def calls(sample_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name in ("WolfgangLanger_Pexels.mp4", "single_face.mp4", "carphone_pristine.mp4",
                  "face_noface.mov", "noface_face.mov"):  # fmt: skip
         (rec / name).symlink_to(sample_dir / name)
-    out = root / "ds"
-    r = subprocess.run(
-        [sys.executable, "-m", "fervid", "process", str(rec), "--out", f"{out}/",
-         "--executor", "local", "--quiet"],
-        capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
-    assert r.returncode == 0, r.stderr[-2000:]
-    return out
+    return process_calls(rec, root / "ds")
 
 
 def test_gallery_view_tie_is_flagged_not_silently_face_0(calls: Path) -> None:
@@ -194,3 +185,86 @@ def test_cli_patient_face_on_every_longitudinal_command(tmp_path: Path) -> None:
         assert r.exit_code == 0 and "ambiguous" not in r.output, (command, r.output)
         bad = CliRunner().invoke(app, [command, str(ds), "--patient-face", "diagonal"])
         assert bad.exit_code == 2 and "--patient-face='diagonal'" in bad.output, bad.output
+
+
+# --------------------------------------------------------------------------- region, override
+def test_gallery_view_region_picks_the_face_in_that_tile(calls: Path) -> None:
+    right = PatientSettings(rule=PatientFace.REGION, region="0.5,0,1,1")
+    p = _patient(summarize_dir(calls, patient=right), "gallery.mp4")
+    assert p["patient_rule"] == "region" and p["patient_ambiguous"] is False
+    assert p["face_x_norm"] > 0.5
+    # a tile nobody sits in: no patient face, said aloud (never the other person)
+    corner = PatientSettings(rule=PatientFace.REGION, region=(0.0, 0.0, 0.05, 0.05))
+    rows = _rows(summarize_dir(calls, patient=corner), "gallery.mp4")
+    (p,) = [r for r in rows if r["is_patient"]]
+    assert p["patient_rule"] == RULE_NO_FACE and p["face_id"] is None
+    assert all(r["patient_ambiguous"] is True for r in rows)
+
+
+def test_region_rule_on_hand_built_tiles() -> None:
+    f, s, v = _call({0: (ALL, 0.9, LEFT_TILE), 1: (ALL, 0.9, RIGHT_TILE)})
+    for region, face in (((0, 0, 0.5, 1), 0), ((0.5, 0, 1, 1), 1)):
+        t = summarize_sessions(f, s, v, patient=PatientSettings(rule="region", region=region))
+        (p,) = [r for r in t.to_pylist() if r["is_patient"]]
+        assert p["face_id"] == face and p["patient_ambiguous"] is False
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"rule": "region"}, {"rule": "region", "region": "0,0,1"},
+     {"rule": "region", "region": (0.5, 0, 0.4, 1)}, {"rule": "region", "region": "0,0,1.5,1"},
+     {"rule": "left", "region": "0,0,0.5,1"}],
+)  # fmt: skip
+def test_bad_regions_are_refused(kwargs: dict) -> None:
+    with pytest.raises(ConfigError, match=r"--patient-region|--patient-face region"):
+        PatientSettings(**kwargs)
+
+
+def test_override_rule_needs_the_file_and_flags_what_it_does_not_list(tmp_path: Path) -> None:
+    f, s, v = _call({0: (ALL, 0.9, LEFT_TILE), 1: (ALL[:5], 0.9, RIGHT_TILE)})
+    rule = PatientSettings(rule=PatientFace.OVERRIDE)
+    with pytest.raises(ConfigError, match="override needs --patient FILE"):
+        summarize_sessions(f, s, v, patient=rule)
+    named = summarize_sessions(f, s, v, {"v": 1}, patient=rule)
+    (p,) = [r for r in named.to_pylist() if r["is_patient"]]
+    assert p["face_id"] == 1 and p["patient_rule"] == "override"
+    unlisted = summarize_sessions(f, s, v, {"other": 1}, patient=rule)
+    (p,) = [r for r in unlisted.to_pylist() if r["is_patient"]]
+    assert p["face_id"] == 0 and p["patient_ambiguous"] is True  # longest, warned about
+
+
+def test_region_and_settings_from_the_cli_and_fervid_toml(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from fervid.cli import app
+
+    f, s, v = _call({0: (ALL, 0.9, LEFT_TILE), 1: (ALL, 0.9, RIGHT_TILE)})
+    ds = write_dataset(tmp_path / "ds", f.to_pylist(), s.to_pylist(), v.to_pylist())
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    for command in ("summarize", "trends", "report"):
+        r = runner.invoke(app, [command, str(ds), "--patient-region", "0.5,0,1,1", "--json"])
+        assert r.exit_code == 0 and "ambiguous" not in r.stderr, (command, r.output)
+        assert json.loads(r.stdout)["settings"]["patient"]["region"] == [0.5, 0, 1, 1]
+    (tmp_path / "fervid.toml").write_text(
+        '[longitudinal]\npatient_face = "region"\npatient_region = "0,0,0.5,1"\n'
+        "threshold = 3\nbaseline_n = 4\n"
+    )
+    r = runner.invoke(app, ["trends", str(ds), "--json", "--baseline-n", "5"])
+    assert r.exit_code == 0, r.output
+    settings = json.loads(r.stdout)["settings"]
+    assert settings["patient"]["rule"] == "region"
+    assert settings["trends"]["threshold"] == 3.0 and settings["trends"]["baseline_n"] == 5
+    (tmp_path / "fervid.toml").write_text('[longitudinal]\npatient_region = "0,0,2,1"\n')
+    bad = runner.invoke(app, ["report", str(ds)])
+    assert bad.exit_code == 2 and "fervid.toml [longitudinal] patient_region" in bad.output
+    (tmp_path / "fervid.toml").write_text("[longitudinal]\nthreshhold = 3\n")
+    bad = runner.invoke(app, ["summarize", str(ds)])
+    assert bad.exit_code == 2 and "did you mean 'threshold'" in bad.output, bad.output
+    (tmp_path / "fervid.toml").unlink()
+    bad = runner.invoke(app, ["summarize", str(ds), "--patient-face", "override"])
+    assert bad.exit_code == 2 and "--patient FILE" in bad.output, bad.output

@@ -9,6 +9,7 @@ import re
 import shutil
 import struct
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -52,6 +53,7 @@ def _dataset_rows() -> tuple[list, list, list]:
 
 N_ANALYSED = 6  # ok recordings: 4 + 1 of P017 (one without a face) + 1 of P020
 N_SUBJECTS = 2
+N_INDICES = 9  # valence, expressivity and the 7 emotion shares
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +95,8 @@ def test_figures_are_real_images(report: Path, kind: str) -> None:
 
 def test_html_references_every_figure_and_nothing_remote(report: Path) -> None:
     text = report.read_text()
-    srcs = re.findall(r'<img src="([^"]+)"', text)
+    srcs = re.findall(r'<img src="([^"]+)"', text)  # the panels and timelines, shown
+    srcs += re.findall(r'<a href="(figures/[^"]+)"', text)  # the whole trend, linked
     assert sorted(srcs) == sorted(f"{FIGURES_DIR}/{p.name}" for p in _figures(report))
     assert not re.search(r"https?://", text)
     assert "<link" not in text and "<script" not in text  # no external CSS or JS
@@ -137,7 +140,11 @@ def test_definitions_and_provenance_are_in_the_page(report: Path) -> None:
         assert fact in footer, fact
     # z is printed under each judged value, not only in a tooltip
     p017 = _section(text, "subject-P017")
-    assert re.search(r'<td class="dep">-0\.50 ▼<span class="z">z -7\.0</span>', p017)
+    assert re.search(
+        r'<td class="dep" data-label="Expression valence \(−1 to \+1\)"><span class="v">-0\.50 ▼'
+        r'<span class="z">z -7\.0</span>',
+        p017,
+    )
 
 
 def test_rebuild_reuses_figures_and_drops_stale_ones(
@@ -151,14 +158,15 @@ def test_rebuild_reuses_figures_and_drops_stale_ones(
     # one subject only: the other subject's figures are removed
     build_report(dataset, tmp_path / "r", subject="P020")
     after = [p.name for p in _figures(out)]
-    assert len(after) == 2 and all("P020" in n for n in after)
+    assert all("P020" in n for n in after)
+    assert _kinds(after) == {"timeline": 1, "trend": 1, "panel": N_INDICES}
     assert "P017" not in out.read_text().split("</header>")[1]
 
 
 def test_embedded_images_make_one_file(dataset: Path, tmp_path: Path) -> None:
     out = build_report(dataset, tmp_path / "e", subject="P020", embed_images=True)
     srcs = re.findall(r'<img src="([^"]+)"', out.read_text())
-    assert len(srcs) == 2
+    assert len(srcs) == 1 + N_INDICES  # a timeline and the panels; no whole-trend link
     for src in srcs:
         assert src.startswith("data:image/png;base64,")
         assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
@@ -171,8 +179,35 @@ def test_file_layout_report(tmp_path: Path) -> None:
     pq.write_table(s, tmp_path / "results.segments.parquet")
     pq.write_table(v, tmp_path / "results.videos.parquet")
     out = build_report(tmp_path / "results.parquet", tmp_path / "report", subject="P020")
-    assert len(_figures(out)) == 2
-    assert all(p.stat().st_size > 15_000 for p in _figures(out))
+    assert _kinds(p.name for p in _figures(out)) == {"timeline": 1, "trend": 1, "panel": N_INDICES}
+    assert all(p.stat().st_size > 15_000 for p in _figures(out) if not p.name.startswith("panel"))
+
+
+def _kinds(names) -> dict[str, int]:
+    return dict(Counter(n.split("_", 1)[0] for n in names))
+
+
+def test_one_small_panel_per_index_that_stacks_on_a_phone(report: Path) -> None:
+    """The trend is shown as one small figure per index (laid out by CSS: side by side
+    on a wide screen, one under another on a narrow one), each titled by its index."""
+    panels = [p for p in _figures(report) if p.name.startswith("panel_P017_")]
+    assert len(panels) == N_INDICES
+    assert {_png_size(p) for p in panels} == {(420, 300)}  # 370 px on a phone: x 0.88
+    assert all(p.stat().st_size > 8_000 for p in panels)  # drawn, not blank
+    p017 = _section(report.read_text(), "subject-P017")
+    assert p017.count('<figure class="panel">') == N_INDICES
+    assert 'alt="Expression valence (−1 negative … +1 positive) of P017 across sessions"' in p017
+    assert "All panels in one figure</a>" in p017
+
+
+def test_tables_carry_their_column_names_for_the_phone_layout(report: Path) -> None:
+    """At 390 px each table row is a card of "column: value" lines: every cell knows its
+    column's plain name (with its unit)."""
+    text = report.read_text()
+    for label in ("face visible (s)", "detector confidence (0–1)", "patient face (rule)",
+                  "baseline mean ± SD", "Expression valence (−1 to +1)"):  # fmt: skip
+        assert f'data-label="{label}"' in text, label
+    assert '<td class="" data-label=""' not in text  # no cell without its column
 
 
 # --------------------------------------------------------------------------- what it says
@@ -256,8 +291,10 @@ def test_emotion_panels_share_one_scale() -> None:
 )
 def test_report_layout_in_headless_chromium(tmp_path: Path) -> None:
     """scripts/screenshot_report.py's checks: at 1280 px every table fits (no columns cut
-    off behind a scroll) and no page-level horizontal scroll at 1280 or 390 px; every
-    figure loads and fits; both screenshots are written at their width."""
+    off behind a scroll) and no page-level horizontal scroll at 1280 or 390 px; no table
+    is cut off without a cue, and at 390 px every table is a stack of cards; the index
+    panels stand side by side at 1280 px and one under another at 390 px, none squeezed;
+    every figure loads and fits; both screenshots are written at their width."""
     sys.path.insert(0, str(ROOT / "scripts"))
     from screenshot_report import WIDTHS, check_report, write_synthetic_dataset
 
@@ -268,6 +305,29 @@ def test_report_layout_in_headless_chromium(tmp_path: Path) -> None:
         assert found[width]["viewport"] == width
         assert len(found[width]["tables"]) >= 5 and len(found[width]["images"]) >= 10
         assert _png_size(tmp_path / f"screenshot-{width}.png")[0] == width
+    phone, desk = found[390], found[1280]
+    assert all(t["cards"] and t["scroll"] <= t["client"] for t in phone["tables"])
+    assert not any(t["cards"] for t in desk["tables"]) and all(t["cue"] for t in desk["tables"])
+    assert len({p["left"] for p in phone["panels"]}) == 1  # one column
+    assert len({p["left"] for p in desk["panels"]}) == 3  # three across
+    assert min(p["shown"] for p in phone["panels"]) >= 360  # the phone's width, less margins
+
+
+def test_layout_checks_catch_a_cut_off_table_and_squeezed_panels() -> None:
+    """The checks fail where the issue found the report failing: a table wider than a
+    phone with no cue, and nine panels squeezed into one phone-wide figure."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from screenshot_report import layout_problems
+
+    cut = {"viewport": 390, "page": 390, "images": [],
+           "tables": [{"scroll": 880, "client": 370, "cue": False, "cards": False}],
+           "panels": [{"left": 10, "top": 0, "shown": 120, "natural": 420},
+                      {"left": 135, "top": 0, "shown": 120, "natural": 420}]}  # fmt: skip
+    problems = layout_problems(cut, 390)
+    assert any("without a cue" in p for p in problems)
+    assert any("does not reflow" in p for p in problems)
+    assert any("shown 120 px wide" in p for p in problems)
+    assert any("in 2 columns" in p for p in problems)
 
 
 def test_departures_link_to_the_session_timeline(report: Path) -> None:

@@ -89,7 +89,7 @@ REPORT_FILE = "index.html"
 FIGURES_DIR = "figures"
 TEMPLATES = Path(__file__).with_name("templates")
 #: Part of every figure's cache key: bump it when the drawing code changes.
-RENDER_VERSION = "2"
+RENDER_VERSION = "3"
 #: The shipped model's file name, shown when the run used the default model.
 DEFAULT_MODEL_NAME = "fervid-mobilenetv2-fer.safetensors (shipped default)"
 
@@ -167,10 +167,16 @@ def index_unit(index: str) -> str:
 
 
 def _short_title(index: str) -> str:
-    """Column header: ``happy %``, ``Expression valence``."""
+    """Column header, with its unit: ``happy %``, ``Expression valence (−1 to +1)``."""
     if index.startswith("share_"):
         return f"{index.removeprefix('share_')} %"
-    return index_title(index).split(" (")[0]
+    name = index_title(index).split(" (")[0]
+    return f"{name} ({_UNITS[index]})" if index in _UNITS else name
+
+
+#: Short units of the index columns (the definitions below the tables say more).
+_UNITS = {"valence": "−1 to +1", "expressivity": "0: steady", "valence_sd": "0: steady",
+          "positive_affect": "0 to 1", "negative_affect": "0 to 1"}  # fmt: skip
 
 
 def _definitions(indices: Sequence[str], settings: TrendSettings) -> list[dict[str, str]]:
@@ -266,11 +272,18 @@ def build_report(
         mine = assigned.loc[assigned["subject"] == subj]
         mine = mine.set_index("video_id").loc[order["video_id"]].reset_index()
         faces = sdf.loc[sdf["video_id"].isin(mine["video_id"])]
-        trend_fig = figures.get(
-            "trend", str(subj), _trend_key(tr, trend_settings),
-            partial(_trend_figure, tr, index_cols, trend_settings, subj),
-            alt=f"Indices of {subj} across sessions",
-            caption=_trend_caption(trend_settings),
+        key = _trend_key(tr, trend_settings)
+        panels = [
+            figures.get(
+                "panel", f"{subj}_{index}", key, partial(_panel_figure, tr, index, trend_settings),
+                alt=f"{index_title(index)} of {subj} across sessions", caption="",
+            )
+            for index in index_cols
+        ]  # fmt: skip
+        # the whole trend in one picture, linked for printing (a file: not in --embed)
+        trend_fig = None if embed_images else figures.get(
+            "trend", str(subj), key, partial(_trend_figure, tr, index_cols, trend_settings, subj),
+            alt=f"Indices of {subj} across sessions", caption=_trend_caption(trend_settings),
         )  # fmt: skip
         timelines = [
             figures.get(
@@ -286,7 +299,13 @@ def build_report(
         ]  # fmt: skip
         subjects.append(
             _subject_context(subj, mine, faces, tr, index_cols, classes, trend_settings)
-            | {"baseline": status[subj].describe(), "trend": trend_fig, "timelines": timelines}
+            | {
+                "baseline": status[subj].describe(),
+                "trend": trend_fig,
+                "panels": panels,
+                "trend_caption": _trend_caption(trend_settings),
+                "timelines": timelines,
+            }
         )
 
     context = {
@@ -451,7 +470,9 @@ def _subject_context(
         if s["patient_rule"] == RULE_NO_FACE:
             who = "none found"
         else:
-            who = _patient_words(s, n_faces.get(vid, 1))
+            # people, phantoms left out (sessions' n_faces); older tables: their face rows
+            people = _num(s.get("n_faces"))
+            who = _patient_words(s, int(people) if people is not None else n_faces.get(vid, 1))
         num, date = number.get(vid, ""), _txt(s["session_date"])
         quality.append({"cls": cls, "cells": [
             _c(num), _c(date, "l date"),
@@ -497,6 +518,7 @@ _RULE_WORDS = {
     "right": "rightmost face",
     "top": "topmost face",
     "bottom": "lowest face",
+    "region": "in the patient's screen region",
 }
 
 
@@ -505,6 +527,9 @@ def _patient_words(s: Mapping[str, Any], n_faces: int) -> str:
     rule = _RULE_WORDS.get(str(s["patient_rule"]), str(s["patient_rule"]).replace("_", " "))
     if _present(s.get("patient_ambiguous")) and bool(s["patient_ambiguous"]):
         rule += "; ambiguous: another face is as likely"
+    pieces = _num(s.get("track_pieces"))
+    if pieces is not None and pieces > 1:  # left the frame and came back
+        rule += f"; joined from {int(pieces)} pieces"
     faces = f"{n_faces} face{'s' if n_faces != 1 else ''}"
     return f"face {int(s['face_id'])} of {faces} ({rule})"
 
@@ -643,7 +668,7 @@ class _Figures:
         if self.embed or not self.fig_dir.is_dir():
             return
         for p in self.fig_dir.glob("*.png"):
-            if p.name not in self.used and re.match(r"(timeline|trend)_.*\.png$", p.name):
+            if p.name not in self.used and re.match(r"(timeline|trend|panel)_.*\.png$", p.name):
                 p.unlink(missing_ok=True)
 
 
@@ -770,122 +795,146 @@ def _absent_spans(t: np.ndarray, dt_s: float, duration: float) -> list[tuple[flo
 def _trend_figure(
     tr: pd.DataFrame, indices: Sequence[str], settings: TrendSettings, subject: str | None
 ) -> Any:
-    """Grid of one panel per index: sessions on x (dates when all are dated). The
-    per-emotion panels share one y-range (0 to the largest share, rounded up), so a
-    taller line means more time; the other indices keep their own units."""
-    from matplotlib import dates as mdates
+    """Grid of one panel per index (3 across), with a legend: the whole trend in one
+    picture, for printing and notebooks. The report page shows :func:`_panel_figure`s."""
     from matplotlib import rc_context
     from matplotlib.figure import Figure
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Patch
 
     ncols = 3
     nrows = max(1, math.ceil(len(indices) / ncols))
     first = tr.drop_duplicates("video_id").sort_values("session_number")
-    dated = bool(len(first)) and first["session_date"].notna().all()
-    share_top = _share_top(tr)
     with rc_context(_RC):
         fig = Figure(figsize=(15, 3.4 * nrows + 1.2), dpi=100, layout="constrained")
         axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True)
         for ax, index in zip(axes.flat, indices, strict=False):
-            d = tr.loc[tr["index"] == index].sort_values("session_number")
-            x = (
-                pd.to_datetime(d["session_date"]).to_numpy()
-                if dated
-                else d["session_number"].to_numpy()
-            )
-            k = 100.0 if index.startswith("share_") else 1.0
-            y = d["value"].astype(float).to_numpy() * k
-            usable = d["usable"].astype(bool).to_numpy() & ~np.isnan(y)
-            dep = _is_true(d["departure"]).to_numpy()
-            base = d["in_baseline"].astype(bool).to_numpy()
-            color = _index_color(index)
-            if d["baseline_mean"].notna().any():
-                m = float(d["baseline_mean"].dropna().iloc[0]) * k
-                sd = float(d["baseline_sd"].dropna().iloc[0]) * k
-                half = settings.threshold * max(sd, settings.sd_floor * k)
-                ax.axhspan(m - half, m + half, color="#dbe7f3", linewidth=0)
-                ax.axhline(m, color="#4a78b0", linewidth=1.3)
-            ax.plot(x[usable], y[usable], "-o", color=color, markersize=6, linewidth=1.8)
-            ax.plot(x[base], y[base], "s", color=color, markersize=8)
-            ax.plot(
-                x,
-                d["rolling_mean"].astype(float).to_numpy() * k,
-                "--",
-                color="#555555",
-                linewidth=1.2,
-            )
-            low = ~usable & ~np.isnan(y)
-            ax.plot(
-                x[low], y[low], "o", markerfacecolor="none", markeredgecolor="#999999", markersize=7
-            )
-            ax.scatter(
-                x[dep],
-                y[dep],
-                s=220,
-                facecolors="none",
-                edgecolors="#c00000",
-                linewidths=2.4,
-                zorder=5,
-            )
-            for xi in x[np.isnan(y)]:  # sessions without a face / value
-                ax.axvline(xi, color="#b0b0b0", linestyle=":", linewidth=1.5)
-            if index.startswith("share_"):  # one scale for every emotion
-                ax.set_ylim(-0.03 * share_top, 1.03 * share_top)
-            else:
-                lo, hi = (-1.0, 1.0) if index == "valence" else (0.0, k)
-                y0, y1 = ax.get_ylim()
-                pad = 0.03 * (hi - lo)  # points on the range's edge stay whole
-                ax.set_ylim(max(y0, lo - pad), min(max(y1, lo + 0.05 * (hi - lo)), hi + pad))
-            ax.set_title(index_title(index).replace(" (% of time)", ""))
-            ax.set_ylabel(_axis_label(index))
-            ax.grid(axis="y", color="#e6e6e6", linewidth=0.8)
-            if not np.isfinite(y).any():
-                ax.text(
-                    0.5,
-                    0.5,
-                    "no usable session",
-                    transform=ax.transAxes,
-                    ha="center",
-                    color="#777777",
-                )
+            _draw_index(ax, tr, index, settings, first, _share_top(tr))
         for ax in list(axes.flat)[len(indices) :]:
             ax.set_visible(False)
         for ax in axes[-1]:
-            ax.set_xlabel("session date" if dated else "session number")
-        if dated and first["session_date"].nunique() > 1:
-            loc = mdates.AutoDateLocator(maxticks=6)
-            for ax in axes.flat:
-                ax.xaxis.set_major_locator(loc)
-                ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(loc))
-        elif dated:  # one date: a date locator has no interval to pick
-            for ax in axes.flat:
-                ax.set_xticks(pd.to_datetime(first["session_date"]).to_numpy())
-                ax.xaxis.set_major_formatter(mdates.DateFormatter("%Y-%m-%d"))
-        else:
-            from matplotlib.ticker import MaxNLocator
-
-            for ax in axes.flat:
-                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        handles = [
-            Line2D([], [], color="#222222", marker="o", label="session"),
-            Line2D([], [], color="#222222", marker="s", linestyle="none", markersize=8,
-                   label="baseline session"),
-            Line2D([], [], color="#555555", linestyle="--",
-                   label=f"rolling mean (last {settings.window})"),
-            Patch(color="#dbe7f3", label=f"baseline mean ± {settings.threshold:g} × SD"),
-            Line2D([], [], marker="o", markersize=14, markerfacecolor="none",
-                   markeredgecolor="#c00000",
-                   markeredgewidth=2.4, linestyle="none", label="departure"),
-            Line2D([], [], marker="o", markerfacecolor="none", markeredgecolor="#999999",
-                   linestyle="none",
-                   label="low face time (not judged)"),
-            Line2D([], [], color="#b0b0b0", linestyle=":", linewidth=1.5,
-                   label="no value (no face)"),
-        ]  # fmt: skip
-        fig.legend(handles=handles, loc="outside lower center", ncols=4, frameon=False)
+            ax.set_xlabel(_x_label(first))
+        _format_x(list(axes.flat), first)
+        fig.legend(handles=_legend(settings), loc="outside lower center", ncols=4, frameon=False)
         fig.suptitle(f"{subject}: indices across sessions")
     return fig
+
+
+def _panel_figure(tr: pd.DataFrame, index: str, settings: TrendSettings) -> Any:
+    """One index across sessions, small enough to read on a phone (420 x 300 px); the
+    report lays these out side by side on a wide screen and one under another on a
+    narrow one. The emotion panels share the y-range of the whole trend."""
+    from matplotlib import rc_context
+    from matplotlib.figure import Figure
+
+    first = tr.drop_duplicates("video_id").sort_values("session_number")
+    with rc_context(_RC):
+        fig = Figure(figsize=(4.2, 3.0), dpi=100, layout="constrained")
+        ax = fig.subplots()
+        _draw_index(ax, tr, index, settings, first, _share_top(tr))
+        ax.set_ylabel(_PANEL_LABELS.get(index, _axis_label(index)))  # short: 300 px tall
+        ax.set_xlabel(_x_label(first))
+        _format_x([ax], first, maxticks=4, minticks=2)
+    return fig
+
+
+#: y-axis labels of the small per-index panels that would not fit their height.
+_PANEL_LABELS = {"valence": "negative ← → positive", "expressivity": "0: one steady expression"}
+
+
+def _draw_index(
+    ax: Any,
+    tr: pd.DataFrame,
+    index: str,
+    settings: TrendSettings,
+    first: pd.DataFrame,
+    share_top: float,
+) -> None:
+    """One index's sessions on ``ax``: x the session dates (numbers when any is
+    undated), the baseline band, rolling mean, departures and unjudged sessions."""
+    dated = bool(len(first)) and first["session_date"].notna().all()
+    d = tr.loc[tr["index"] == index].sort_values("session_number")
+    x = pd.to_datetime(d["session_date"]).to_numpy() if dated else d["session_number"].to_numpy()
+    k = 100.0 if index.startswith("share_") else 1.0
+    y = d["value"].astype(float).to_numpy() * k
+    usable = d["usable"].astype(bool).to_numpy() & ~np.isnan(y)
+    dep = _is_true(d["departure"]).to_numpy()
+    base = d["in_baseline"].astype(bool).to_numpy()
+    color = _index_color(index)
+    if d["baseline_mean"].notna().any():
+        m = float(d["baseline_mean"].dropna().iloc[0]) * k
+        sd = float(d["baseline_sd"].dropna().iloc[0]) * k
+        half = settings.threshold * max(sd, settings.sd_floor * k)
+        ax.axhspan(m - half, m + half, color="#dbe7f3", linewidth=0)
+        ax.axhline(m, color="#4a78b0", linewidth=1.3)
+    ax.plot(x[usable], y[usable], "-o", color=color, markersize=6, linewidth=1.8)
+    ax.plot(x[base], y[base], "s", color=color, markersize=8)
+    rolling = d["rolling_mean"].astype(float).to_numpy() * k
+    ax.plot(x, rolling, "--", color="#555555", linewidth=1.2)
+    low = ~usable & ~np.isnan(y)
+    ax.plot(x[low], y[low], "o", markerfacecolor="none", markeredgecolor="#999999", markersize=7)
+    ax.scatter(x[dep], y[dep], s=220, facecolors="none", edgecolors="#c00000", linewidths=2.4,
+               zorder=5)  # fmt: skip
+    for xi in x[np.isnan(y)]:  # sessions without a face / value
+        ax.axvline(xi, color="#b0b0b0", linestyle=":", linewidth=1.5)
+    if index.startswith("share_"):  # one scale for every emotion
+        ax.set_ylim(-0.03 * share_top, 1.03 * share_top)
+    else:
+        lo, hi = (-1.0, 1.0) if index == "valence" else (0.0, k)
+        y0, y1 = ax.get_ylim()
+        pad = 0.03 * (hi - lo)  # points on the range's edge stay whole
+        ax.set_ylim(max(y0, lo - pad), min(max(y1, lo + 0.05 * (hi - lo)), hi + pad))
+    ax.set_title(index_title(index).replace(" (% of time)", ""), wrap=True)
+    ax.set_ylabel(_axis_label(index))
+    ax.grid(axis="y", color="#e6e6e6", linewidth=0.8)
+    if not np.isfinite(y).any():
+        ax.text(0.5, 0.5, "no usable session", transform=ax.transAxes, ha="center",
+                color="#777777")  # fmt: skip
+
+
+def _x_label(first: pd.DataFrame) -> str:
+    dated = bool(len(first)) and first["session_date"].notna().all()
+    return "session date" if dated else "session number"
+
+
+def _format_x(
+    axes: list[Any], first: pd.DataFrame, *, maxticks: int = 6, minticks: int = 5
+) -> None:
+    """Date ticks when every session is dated, else integer session numbers. (A narrow
+    panel wants few ticks: minticks 2, or dates a few days apart find no interval.)"""
+    from matplotlib import dates as mdates
+    from matplotlib.ticker import MaxNLocator
+
+    dated = bool(len(first)) and first["session_date"].notna().all()
+    for ax in axes:
+        if dated and first["session_date"].nunique() > 1:
+            loc = mdates.AutoDateLocator(minticks=minticks, maxticks=maxticks)
+            ax.xaxis.set_major_locator(loc)
+            ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(loc))
+        elif dated:  # one date: a date locator has no interval to pick
+            ax.set_xticks(pd.to_datetime(first["session_date"]).to_numpy())
+            ax.xaxis.set_major_formatter(mdates.DateFormatter("%Y-%m-%d"))
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _legend(settings: TrendSettings) -> list[Any]:
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    return [
+        Line2D([], [], color="#222222", marker="o", label="session"),
+        Line2D([], [], color="#222222", marker="s", linestyle="none", markersize=8,
+               label="baseline session"),
+        Line2D([], [], color="#555555", linestyle="--",
+               label=f"rolling mean (last {settings.window})"),
+        Patch(color="#dbe7f3", label=f"baseline mean ± {settings.threshold:g} × SD"),
+        Line2D([], [], marker="o", markersize=14, markerfacecolor="none",
+               markeredgecolor="#c00000", markeredgewidth=2.4, linestyle="none",
+               label="departure"),
+        Line2D([], [], marker="o", markerfacecolor="none", markeredgecolor="#999999",
+               linestyle="none", label="low face time (not judged)"),
+        Line2D([], [], color="#b0b0b0", linestyle=":", linewidth=1.5,
+               label="no value (no face)"),
+    ]  # fmt: skip
 
 
 def _share_top(tr: pd.DataFrame) -> float:

@@ -52,10 +52,13 @@ from fervid.longitudinal.missing import plain
 from fervid.longitudinal.patient import (
     DEFAULT_PATIENT,
     RULE_NAMES,
+    PatientFace,
     PatientSettings,
+    Piece,
     Track,
     choose,
     is_spurious,
+    join_pieces,
 )
 from fervid.model.classes import EMOTIONS
 from fervid.output.atomic import atomic_path
@@ -94,7 +97,7 @@ META_SESSIONS_KEY = b"fervid.sessions_key"
 #: Parquet key-value metadata: the patient-face settings a sessions table was computed with.
 META_PATIENT_SETTINGS = b"fervid.patient_settings"
 #: Part of the sessions key: bump it when the summary code changes what it computes.
-SUMMARY_VERSION = "3"
+SUMMARY_VERSION = "4"
 
 #: Which of a video's several videos rows is the truth: analysed beats failed beats skipped
 #: (a duplicate's skipped row must never hide the analysed copy), then the latest.
@@ -144,7 +147,8 @@ SESSION_COLUMNS = frozenset(
     {
         "video_id", "path", "file_name", "subject", "session", "session_date",
         "id_pattern_matched", "status",
-        "face_id", "is_patient", "patient_rule", "patient_ambiguous", "spurious", "n_faces",
+        "face_id", "is_patient", "patient_rule", "patient_ambiguous", "spurious",
+        "track_pieces", "track_face_ids", "n_faces",
         "face_size_norm", "face_x_norm", "face_y_norm", "video_duration_s",
         "frames_sampled", "sample_interval_s", "n_face_frames", "face_present_s",
         "face_present_ratio", "mean_det_score", "n_segments", "dominant_emotion",
@@ -176,6 +180,10 @@ def sessions_schema(class_names: tuple[str, ...] = EMOTIONS) -> pa.Schema:
             # every row of a video: the rule could not tell the patient clearly
             pa.field("patient_ambiguous", pa.bool_()),
             pa.field("spurious", pa.bool_()),  # a phantom track: never the patient
+            # pieces of one person's broken track joined into this row (1: unbroken) ...
+            pa.field("track_pieces", pa.int32()),
+            # ... and their face_ids in the frames table, in time order (face_id first)
+            pa.field("track_face_ids", pa.list_(pa.int32())),
             pa.field("n_faces", pa.int32()),  # face tracks in the video, phantoms left out
             pa.field("face_size_norm", f64),  # median box height / frame height
             pa.field("face_x_norm", f64),  # median box centre / frame width
@@ -425,6 +433,10 @@ def summarize_sessions(
     """
     classes = class_names or class_names_of(frames, "smooth_") or EMOTIONS
     override = load_patient_override(patient_override)
+    if patient.rule is PatientFace.OVERRIDE and not override:
+        raise ConfigError(
+            "--patient-face override needs --patient FILE (JSON or CSV: video_id -> face_id)"
+        )
     schema = sessions_schema(classes)
 
     v = _df(videos, ["video_id", "path", "file_name", "subject", "session", "session_date",
@@ -498,38 +510,48 @@ def summarize_sessions(
                 }
             )
             continue
-        stats = {
-            fid: {
+
+        def stats_of(r: np.ndarray, dt: float = dt) -> dict[str, Any]:
+            return {
                 **_face_stats(ts[r], det[r], probs[r], codes[r], dt, classes, settings),
                 **_face_place(box[r]),
             }
-            for fid, r in sorted(faces.items())
-        }
+
+        pieces = {fid: stats_of(r) for fid, r in sorted(faces.items())}
+        spurious = {f for f, st in pieces.items() if is_spurious(_track(f, st), patient)}
+        people = _people(faces, pieces, spurious, ts, patient.join_tracks)  # head -> pieces
+        stats = {
+            head: pieces[head] if len(ids) == 1
+            else stats_of(np.sort(np.concatenate([faces[i] for i in ids])))  # by time
+            for head, ids in people.items()
+        }  # fmt: skip
         tracks = [_track(fid, st) for fid, st in stats.items()]
-        spurious = {t.face_id for t in tracks if is_spurious(t, patient)}
-        base["n_faces"] = len(faces) - len(spurious)
+        head_of = {i: head for head, ids in people.items() for i in ids}
+        base["n_faces"] = len(people) - len(spurious)
         ambiguous: bool | None = None
         chosen: int | None
         if vid in override:
             chosen, rule = override[vid], RULE_OVERRIDE
-            if chosen not in stats:
-                _bad_override(vid, chosen, sorted(stats))
+            if chosen not in head_of:
+                _bad_override(vid, chosen, sorted(faces))
+            chosen = head_of[chosen]
         else:
             picked = choose(tracks, patient)
             chosen, ambiguous = picked if picked is not None else (None, None)
             rule = RULE_NAMES[patient.rule]
-        if chosen is None:  # only phantoms: a faceless session, their rows kept, flagged
+        base["patient_ambiguous"] = ambiguous
+        # only phantoms, or the region rule's tile empty: a faceless session, the rows kept
+        if chosen is None:
             rows.append({**base, "is_patient": True, "patient_rule": RULE_NO_FACE,
                          "n_face_frames": 0, "face_present_s": 0.0, "n_segments": 0,
                          "face_present_ratio": 0.0 if base["frames_sampled"] else None,
                          **{n_segments_col(c): 0 for c in classes}})  # fmt: skip
-        base["patient_ambiguous"] = ambiguous
         for fid, st in stats.items():
             ratio = st["n_face_frames"] / base["frames_sampled"] if base["frames_sampled"] else (
                 st["face_present_s"] / base["video_duration_s"]
                 if base["video_duration_s"] else None
             )  # fmt: skip
-            seg = seg_lookup.get((vid, fid), {})
+            seg = _segments_of(seg_lookup, vid, people[fid])
             rows.append(
                 {
                     **base,
@@ -538,6 +560,8 @@ def summarize_sessions(
                     "is_patient": fid == chosen,
                     "patient_rule": rule if fid == chosen else None,
                     "spurious": fid in spurious,
+                    "track_pieces": len(people[fid]),
+                    "track_face_ids": people[fid],
                     "face_present_ratio": None if ratio is None else min(1.0, ratio),
                     "n_segments": sum(n for n, _ in seg.values()),
                     **{n_segments_col(c): seg.get(c, (0, 0.0))[0] for c in classes},
@@ -550,6 +574,43 @@ def summarize_sessions(
         META_PATIENT_SETTINGS: json.dumps(patient.to_json()),
     }
     return table.replace_schema_metadata(meta)
+
+
+def _people(
+    faces: Mapping[int, np.ndarray],
+    pieces: Mapping[int, Mapping[str, Any]],
+    spurious: set[int],
+    ts: np.ndarray,
+    join: bool,
+) -> dict[int, list[int]]:
+    """face_id of each person's first piece -> the face_ids of its pieces (time order).
+    Phantoms are never joined; with ``join`` False every track is a person."""
+    real = [f for f in faces if f not in spurious]
+    if join:
+        groups = join_pieces([
+            Piece(face_id=f, first_s=float(ts[faces[f]].min()), last_s=float(ts[faces[f]].max()),
+                  size=pieces[f]["face_size_norm"], x=pieces[f]["face_x_norm"],
+                  y=pieces[f]["face_y_norm"])
+            for f in real
+        ])  # fmt: skip
+    else:
+        groups = [[f] for f in real]
+    groups += [[f] for f in spurious]
+    return {ids[0]: ids for ids in sorted(groups)}
+
+
+def _segments_of(
+    lookup: Mapping[tuple[str, int], Mapping[str, tuple[int, float]]], vid: str, ids: list[int]
+) -> dict[str, tuple[int, float]]:
+    """Segment count and mean duration per emotion over the pieces ``ids`` of a person."""
+    if len(ids) == 1:
+        return dict(lookup.get((vid, ids[0]), {}))
+    total: dict[str, tuple[int, float]] = {}
+    for i in ids:
+        for emo, (n, mean_s) in lookup.get((vid, i), {}).items():
+            n0, sum0 = total.get(emo, (0, 0.0))
+            total[emo] = (n0 + n, sum0 + n * mean_s)  # (count, total seconds) for now
+    return {emo: (n, sum_s / n) for emo, (n, sum_s) in total.items()}
 
 
 def _face_place(b: np.ndarray) -> dict[str, float | None]:
