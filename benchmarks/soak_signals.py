@@ -116,9 +116,10 @@ def check_rows(out: Path, paths: set[str], reference: dict[str, int]) -> list[st
     return problems
 
 
-def check_stopped(sig: signal.Signals, code: int, stdout: str, stderr: str) -> list[str]:
+def check_stopped(sig: signal.Signals | None, code: int, stdout: str, stderr: str) -> list[str]:
+    """The run's ending: ``sig`` None when it finished before the moment came."""
     problems = []
-    if code not in (CODES[sig], 0):
+    if code not in (0 if sig is None else CODES[sig], 0):
         problems.append(f"exit {code}")
     if "Traceback" in stderr or "received at" in stderr or "Aborted" in stderr:
         problems.append("traceback or Ray stack dump: " + stderr.strip()[-300:])
@@ -128,7 +129,7 @@ def check_stopped(sig: signal.Signals, code: int, stdout: str, stderr: str) -> l
         except ValueError:
             problems.append(f"stdout is not one JSON document: {stdout[:200]!r}")
         else:
-            if code != 0 and doc.get("interrupted") != sig.name:
+            if code != 0 and sig is not None and doc.get("interrupted") != sig.name:
                 problems.append(f"--json says {doc.get('interrupted')}")
         lines = [ln for ln in stderr.splitlines() if ln.startswith("interrupted")]
         if code != 0 and len(lines) != 1:
@@ -158,6 +159,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--keep", action="store_true", help="keep the scratch folder")
     args = ap.parse_args()
+    # A job started in the background by a non-interactive shell ignores Ctrl-C, and so
+    # would every run it starts: give them the ordinary disposition.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
     rng = random.Random(seed)
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"COLUMNS": "200"}
@@ -183,7 +187,8 @@ def main() -> None:
             sys.exit(f"ray and local disagree: {counts} != {reference}")
         reference = counts
     print(
-        f"seed {seed}; uninterrupted: " + ", ".join(f"{k} {v:.1f} s" for k, v in durations.items())
+        f"seed {seed}; uninterrupted: " + ", ".join(f"{k} {v:.1f} s" for k, v in durations.items()),
+        flush=True,
     )
 
     signals: collections.Counter[str] = collections.Counter()
@@ -195,16 +200,17 @@ def main() -> None:
         ex = executors[i % len(executors)]
         sig = rng.choice(SIGNALS)
         group = rng.random() < 0.5
-        delay = rng.uniform(0.2, durations[ex])
+        delay = rng.uniform(0.2, 0.8 * durations[ex])  # later runs are a little faster
         out = work / f"run{i}.parquet"
         run = Watched(command(inputs, out, ex), env)
-        if not run.wait(until=time.monotonic() + delay):
+        sent = not run.wait(until=time.monotonic() + delay)
+        if sent:
             (os.killpg if group else os.kill)(run.proc.pid, sig)
         code, stdout, stderr = run.finish()
         run.poll_sessions()
-        signals[sig.name] += 1
-        codes[f"{sig.name}->{code}"] += 1
-        problems = check_stopped(sig, code, stdout, stderr)
+        signals[sig.name if sent else "none (finished first)"] += 1
+        codes[f"{sig.name if sent else 'none'}->{code}"] += 1
+        problems = check_stopped(sig if sent else None, code, stdout, stderr)
         n_left, gone_s, folder_left = leftovers(run)
         worst_gone = max(worst_gone, gone_s)
         left_total += n_left
@@ -222,7 +228,8 @@ def main() -> None:
             rows_checked += sum(reference.values()) + len(paths)
         where = "group" if group else "driver"
         status = "ok" if not problems else "FAIL " + "; ".join(problems)
-        print(f"run {i + 1:>3} {ex:<5} {sig.name:<7} to {where:<6} at {delay:5.1f} s: exit "
+        what = f"{sig.name:<7} to {where:<6} at {delay:5.1f} s" if sent else "(finished first)"
+        print(f"run {i + 1:>3} {ex:<5} {what}: exit "
               f"{code:>4}, {len(run.sessions)} Ray sessions, gone in {gone_s:.2f} s: {status}",
               flush=True)  # fmt: skip
         if problems:
