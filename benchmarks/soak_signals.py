@@ -139,7 +139,7 @@ def check_stopped(sig: signal.Signals | None, code: int, stdout: str, stderr: st
 
 def leftovers(run: Watched) -> tuple[int, float, bool]:
     """Processes of the run's Ray sessions left 5 s after the driver ended, seconds
-    until none was left, and whether its private folder is still there."""
+    until none was left, and whether its private folder is still there 5 s after."""
     t0 = time.monotonic()
     while members(run.sessions) and time.monotonic() - t0 < LEFTOVER_WAIT_S:
         time.sleep(0.05)
@@ -148,6 +148,11 @@ def leftovers(run: Watched) -> tuple[int, float, bool]:
     for pid in left:  # the soak cleans up after a failure, by pid
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
+    # the watchdog removes the folder after its sweep: give it the same 5 s
+    while run.folder is not None and run.folder.exists():
+        if time.monotonic() - t0 >= LEFTOVER_WAIT_S:
+            break
+        time.sleep(0.05)
     folder_left = run.folder is not None and run.folder.exists()
     return len(left), gone_s, folder_left
 

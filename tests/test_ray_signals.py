@@ -24,7 +24,10 @@ from helpers_model import make_debug_model
 
 from fervid.engine.ray_watchdog import DAEMONS_FILE, members
 
-pytestmark = pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs Linux /proc")
+pytestmark = [
+    pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs Linux /proc"),
+    pytest.mark.slow,  # each starts an embedded Ray
+]
 
 LONG = "WolfgangLanger_Pexels.mp4"  # 19.7 s: 10 chunks of 2 s, persisted one by one
 CODES = {signal.SIGTERM: 143, signal.SIGINT: 130}
@@ -114,6 +117,7 @@ def _no_leftovers(run: Run, timeout: float = 10.0) -> float:
     ("moment", "sig"),
     [
         ("0.5s", signal.SIGTERM),  # imports, options, the output opened
+        ("2s", signal.SIGTERM),  # the model read, the videos probed, or Ray starting
         ("ray.init", signal.SIGTERM),  # Ray's daemons are starting
         ("ray.init", signal.SIGINT),
         ("mid-run", signal.SIGTERM),
@@ -123,8 +127,8 @@ def test_a_stop_signal_at_any_moment_is_one_line_and_its_exit_code(
     moment: str, sig: signal.Signals, tmp_path: Path, sample_dir: Path
 ) -> None:
     run = Run(tmp_path, sample_dir, LONG if moment == "mid-run" else "single_face.mp4")
-    if moment == "0.5s":
-        time.sleep(0.5)
+    if moment.endswith("s"):
+        time.sleep(float(moment[:-1]))
     else:
         run.wait_for(run.in_ray_init if moment == "ray.init" else run.mid_run, moment)
     stdout, stderr = run.stop(sig)
