@@ -120,7 +120,7 @@ def check_stopped(sig: signal.Signals | None, code: int, stdout: str, stderr: st
     """The run's ending: ``sig`` None when it finished before the moment came."""
     problems = []
     if code not in (0 if sig is None else CODES[sig], 0):
-        problems.append(f"exit {code}")
+        problems.append(f"exit {code}: {stderr.strip()[-300:]!r}")
     if "Traceback" in stderr or "received at" in stderr or "Aborted" in stderr:
         problems.append("traceback or Ray stack dump: " + stderr.strip()[-300:])
     if sig is not signal.SIGKILL:

@@ -313,13 +313,14 @@ def _stopped_before_the_run(*, json_out: bool) -> Iterator[None]:
 
 def _interrupted(signal_name: str, line: str, *, json_out: bool) -> typer.Exit:
     """The exit of a run stopped by a signal before it had a summary to print."""
-    from fervid.engine.interrupt import EXIT_CODES, ignore_further_stops
+    from fervid.engine.interrupt import EXIT_CODES, exit_now, ignore_further_stops
 
     console.print(line, highlight=False, soft_wrap=True)
     ignore_further_stops()
     code = EXIT_CODES[signal_name]
     if json_out:
         typer.echo(json.dumps({"error": line, "exit_code": code, "interrupted": signal_name}))
+    exit_now(code)  # the command line's own process ends here (see exit_now)
     return typer.Exit(code)
 
 
@@ -368,6 +369,7 @@ def _run_process(
     """Run ``settings`` with progress on stderr and exit with the run's exit code."""
     from fervid.engine.interrupt import (
         EXIT_CODES,
+        exit_now,
         ignore_further_stops,
         received,
         run_has_ended,
@@ -403,6 +405,7 @@ def _run_process(
         console.print(e.message, highlight=False, soft_wrap=True)
         if json_summary:
             typer.echo(json.dumps(e.summary.to_json()))
+        exit_now(EXIT_CODES[e.signal_name])  # the command line's own process ends here
         raise typer.Exit(EXIT_CODES[e.signal_name]) from None
     except KeyboardInterrupt as e:  # before the run's own handler, or while it finalized
         raise _interrupted(received(e), "interrupted; rerun to resume",

@@ -159,6 +159,26 @@ def run_has_ended() -> None:
         ignore_further_stops()
 
 
+def exit_now(code: int) -> None:
+    """End the command line's process with ``code`` at once, once a stopped run's output
+    is final and Ray is shut down: the interpreter's own shutdown would meet threads
+    the run no longer waits for (the classifier's loader importing torch) and can end in
+    SIGABRT ("exception not rethrown"). Returns without exiting in-process (the
+    caller raises its ``typer.Exit``)."""
+    if not _CLI_PROCESS[0]:
+        return
+    import logging
+    import os
+    import sys
+
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    with contextlib.suppress(Exception):
+        logging.shutdown()
+    os._exit(code)
+
+
 def ignore_further_stops() -> None:
     """The run has ended on a signal and its exit code is decided: one more Ctrl-C or
     SIGTERM while the interpreter exits (Ray's atexit shutdown) must not print a
