@@ -284,18 +284,45 @@ def _process(
     **options: Any,
 ) -> None:
     """Analyse videos and write per-frame, per-segment and per-video emotion tables."""
-    resolved = _resolve(ctx, config, options, json_out=json_summary)
-    try:
-        settings = run_settings(inputs, out, resolved)
-        if local:  # hidden debugging switch; --executor was still checked above
-            settings = dataclasses.replace(settings, executor=ExecutorKind.LOCAL)
-        # Ray forwards its workers' lines only where they are shown or logged
-        settings = dataclasses.replace(settings, log_workers=verbose or log_file is not None)
-    except FervidError as e:
-        raise _fail(e, json_out=json_summary) from None
+    with _stopped_before_the_run(json_out=json_summary):
+        resolved = _resolve(ctx, config, options, json_out=json_summary)
+        try:
+            settings = run_settings(inputs, out, resolved)
+            if local:  # hidden debugging switch; --executor was still checked above
+                settings = dataclasses.replace(settings, executor=ExecutorKind.LOCAL)
+            # Ray forwards its workers' lines only where they are shown or logged
+            settings = dataclasses.replace(settings, log_workers=verbose or log_file is not None)
+        except FervidError as e:
+            raise _fail(e, json_out=json_summary) from None
     _run_process(
         settings, out, quiet=quiet, json_summary=json_summary, verbose=verbose, log_file=log_file
     )
+
+
+@contextlib.contextmanager
+def _stopped_before_the_run(*, json_out: bool) -> Iterator[None]:
+    """A stop signal while the options are read (click would say "Aborted!", exit 1):
+    one line, the signal's exit code, ``--json`` naming it."""
+    from fervid.engine.interrupt import received
+
+    try:
+        yield
+    except KeyboardInterrupt as e:
+        raise _interrupted(received(e), "interrupted before the run started; nothing was "
+                           "written", json_out=json_out) from None  # fmt: skip
+
+
+def _interrupted(signal_name: str, line: str, *, json_out: bool) -> typer.Exit:
+    """The exit of a run stopped by a signal before it had a summary to print."""
+    from fervid.engine.interrupt import EXIT_CODES, exit_now, ignore_further_stops
+
+    console.print(line, highlight=False, soft_wrap=True)
+    ignore_further_stops()
+    code = EXIT_CODES[signal_name]
+    if json_out:
+        typer.echo(json.dumps({"error": line, "exit_code": code, "interrupted": signal_name}))
+    exit_now(code)  # the command line's own process ends here (see exit_now)
+    return typer.Exit(code)
 
 
 _process.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
@@ -341,19 +368,31 @@ def _run_process(
     log_file: Path | None = None,
 ) -> None:
     """Run ``settings`` with progress on stderr and exit with the run's exit code."""
-    # Only now the heavy imports (numpy, pyarrow, OpenCV...): a bad option answers at once.
-    from fervid.engine.interrupt import EXIT_CODES, ignore_further_stops, received
-    from fervid.engine.log_capture import captured
-    from fervid.engine.progress import RichHooks, print_failures, print_summary
-    from fervid.engine.runner import RunInterrupted, run
+    from fervid.engine.interrupt import (
+        EXIT_CODES,
+        exit_now,
+        ignore_further_stops,
+        received,
+        run_has_ended,
+        sigterm_as_interrupt,
+    )
 
-    hooks = RichHooks(console, enabled=not quiet)
-    _show_library_warnings()
+    with _stopped_before_the_run(json_out=json_summary), sigterm_as_interrupt():
+        # Only now the heavy imports (numpy, pyarrow, OpenCV...): a bad option answers
+        # at once.
+        from fervid.engine.log_capture import captured
+        from fervid.engine.progress import RichHooks, print_failures, print_summary
+        from fervid.engine.runner import RunInterrupted, run
+
     try:
-        # Ray's and OpenCV's lines go to --log-file (or nowhere), never to stdout: the
-        # --json document printed below is all that stdout holds
-        with captured(log_file, verbose=verbose) as terminal, _console_on(terminal), hooks:
-            summary = run(settings, hooks=hooks)
+        with sigterm_as_interrupt():
+            hooks = RichHooks(console, enabled=not quiet)
+            _show_library_warnings()
+            # Ray's and OpenCV's lines go to --log-file (or nowhere), never to stdout: the
+            # --json document printed below is all that stdout holds
+            with captured(log_file, verbose=verbose) as terminal, _console_on(terminal), hooks:
+                summary = run(settings, hooks=hooks)
+        run_has_ended()  # every row is written: a signal from now on changes nothing
     except ClusterLost as e:
         _cluster_lost(e, json_out=json_summary)
     except FervidError as e:
@@ -361,18 +400,17 @@ def _run_process(
     except OSError as e:  # the output's disk: read-only, full, failing
         raise _fail_io(e, out, json_out=json_summary) from None
     except RunInterrupted as e:  # everything finished is on disk; a rerun resumes
+        ignore_further_stops()  # first: another Ctrl-C must not cut the summary short
         if not quiet:
             print_summary(console, e.summary)
         console.print(e.message, highlight=False, soft_wrap=True)
         if json_summary:
             typer.echo(json.dumps(e.summary.to_json()))
-        ignore_further_stops()
+        exit_now(EXIT_CODES[e.signal_name])  # the command line's own process ends here
         raise typer.Exit(EXIT_CODES[e.signal_name]) from None
-    except KeyboardInterrupt as e:  # a second Ctrl-C while the output was being finalized
-        console.print("interrupted; rerun to resume", highlight=False)
-        ignore_further_stops()
-        code = EXIT_CODES[received(e)]
-        raise _exit(code, "interrupted; rerun to resume", json_out=json_summary) from None
+    except KeyboardInterrupt as e:  # before the run's own handler, or while it finalized
+        raise _interrupted(received(e), "interrupted; rerun to resume",
+                           json_out=json_summary) from None  # fmt: skip
     if quiet:
         print_failures(console, summary)  # errors only
     else:
@@ -1012,5 +1050,5 @@ def nightly(
     raise typer.Exit(code)
 
 
-def main() -> None:  # pragma: no cover - console entry point
+def main() -> None:  # pragma: no cover - see fervid.__main__.main, the entry point
     sys.exit(app())

@@ -7,7 +7,8 @@ from its last finished chunk instead of from the start. Files live beside the ru
 parts, ``<parts root>/.chunks/<video_id>/<settings_hash>/<k>of<n>-c<chunk length>.parquet``:
 another tunable or model is another folder and another plan another name, so a chunk is
 only ever reused by a run that would compute exactly the same rows. The folder of a video is
-removed once its result is written. Files are written to a temporary name and renamed
+removed once its result is written. Chunk files are mode 0600 in folders 0700 (the
+``.chunks`` folder included) whatever the umask. Files are written to a temporary name and renamed
 into place; an unreadable one (a torn write) is removed and its chunk redone.
 
 Layout of a file: one row; one ``list<primitive>`` column per array field of
@@ -32,7 +33,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fervid.output.atomic import atomic_path
+from fervid.output.atomic import atomic_path, private_dir
 from fervid.records import VideoFaces, VideoInfo, VideoInput
 
 _META = b"fervid.chunk"
@@ -91,8 +92,9 @@ class ChunkStore:
             schema=schema,
         )
         dest = self._file(faces.video.video_id, index, count, chunk_s)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(dest) as tmp:  # a torn chunk file is never read back as whole
+        # patient-derived: 0600 in folders 0700 whatever the umask (fervid.output.atomic)
+        private_dir(dest.parent, root=self.root.parent)
+        with atomic_path(dest, private=True) as tmp:  # a torn chunk is never read as whole
             pq.write_table(table, tmp)
 
     def load(

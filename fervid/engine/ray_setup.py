@@ -21,6 +21,18 @@ removes. The switches, found in Ray 2.60's source:
 - Token auth (Ray 2.60) with a fresh token in the private folder (``RAY_AUTH_MODE``,
   ``RAY_AUTH_TOKEN_PATH``), instead of a long-lived ``~/.ray/auth_token`` (mode 0644).
 
+Signals and leftovers (issue 19): ``ray.init`` sets a SIGTERM handler that calls
+``sys.exit(15)``, then its node's, which exits 1, and the driver's C++ core installs
+Abseil's failure handler, which prints a stack dump on SIGTERM. So while ``ray.init``
+runs the stop signals are held (:func:`fervid.engine.interrupt.held`), Ray's
+``set_sigterm_handler`` does nothing, and the driver's failure handler is off
+(``RAY_DISABLE_FAILURE_SIGNAL_HANDLER``, in the driver only: workers keep theirs). Each
+daemon Ray starts gets a session of its own and umask 077 (``ConsolePopen`` below), so
+a signal to the driver's process group (Ctrl-C in a terminal, ``kill -TERM -PGID``)
+reaches the driver alone, which then shuts Ray down, and Ray's files are private. A
+watchdog (:mod:`fervid.engine.ray_watchdog`) kills what is left of those sessions and
+removes the private folder when the driver ends, SIGKILL included.
+
 The engine's other modules never import Ray at module level; this one does not either,
 so a run that has nothing to do never pays for it.
 """
@@ -34,11 +46,15 @@ import secrets
 import shutil
 import socket
 import stat
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from fervid.engine import ray_watchdog
+from fervid.engine.interrupt import held
 from fervid.errors import ConfigError
 from fervid.settings import split_ray_address
 
@@ -50,6 +66,8 @@ LOOPBACK = "127.0.0.1"
 #: driver's pid (so that a later run can tell a dead run's folder from a live one's).
 _PRIVATE_PREFIX = "fervid-ray-"
 _PID_FILE = "driver.pid"
+#: Seconds a closing run waits for its watchdog to finish the sweep.
+_WATCHDOG_WAIT_S = 5.0
 #: Seconds ``--ray-address`` may take to answer a TCP connect before the run gives up.
 CONNECT_TIMEOUT_S = 5.0
 #: Environment every Ray process of an embedded run starts with (values None: removed).
@@ -76,10 +94,17 @@ class RaySession:
     """
 
     def __init__(
-        self, ray: Any, *, owned: bool, private_dir: Path | None, saved_env: dict[str, str | None]
+        self,
+        ray: Any,
+        *,
+        owned: bool,
+        private_dir: Path | None,
+        saved_env: dict[str, str | None],
+        watchdog: subprocess.Popen[bytes] | None = None,
     ) -> None:
         self.ray, self.owned, self.private_dir = ray, owned, private_dir
         self._saved_env = saved_env
+        self._watchdog = watchdog
 
     @property
     def cpus(self) -> int:
@@ -104,6 +129,8 @@ class RaySession:
             self.ray.shutdown()
         _restore_env(self._saved_env)
         self._saved_env = {}
+        _stop_watchdog(self._watchdog)  # sweeps what Ray's shutdown left, removes the folder
+        self._watchdog = None
         if self.private_dir is not None:
             shutil.rmtree(self.private_dir, ignore_errors=True)
             self.private_dir = None
@@ -170,29 +197,31 @@ def _start_embedded(
 ) -> RaySession:
     remove_stale_private_dirs()
     private = Path(tempfile.mkdtemp(prefix=_PRIVATE_PREFIX))  # mode 0700, owned by this run
-    (private / _PID_FILE).write_text(f"{os.getpid()}\n")  # a later run removes it if we die
+    _write_private(private / _PID_FILE, f"{os.getpid()}\n")  # a later run removes it if we die
     token = private / "auth_token"
-    token.touch(mode=0o600)
-    token.write_text(secrets.token_hex(32))
-    (private / "ray_bootstrap_config.yaml").write_text("{}\n")  # see the module docstring
+    _write_private(token, secrets.token_hex(32))
+    _write_private(private / "ray_bootstrap_config.yaml", "{}\n")  # see the module docstring
+    watchdog = _start_watchdog(private)  # before Ray: it outlives a driver killed in ray.init
     saved = _set_env(_EMBEDDED_ENV | {"RAY_AUTH_TOKEN_PATH": str(token), "RAY_AUTH_TOKEN": None})
     home = _set_env({"HOME": str(private)})  # only while the Ray processes are spawned
     _forget_cached_token()
     try:
-        ray.init(
-            address="local", num_cpus=num_cpus, num_gpus=num_gpus,
-            _node_ip_address=LOOPBACK, _temp_dir=str(private / "ray"),
-            include_dashboard=False, **_log_options(log_workers),
-        )  # fmt: skip
-    except BaseException:  # Ctrl-C while Ray starts included: stop what did start
+        with held(), _ray_leaves_signals_alone(ray), _daemons_apart(ray, private), _umask(0o077):
+            ray.init(
+                address="local", num_cpus=num_cpus, num_gpus=num_gpus,
+                _node_ip_address=LOOPBACK, _temp_dir=str(private / "ray"),
+                include_dashboard=False, **_log_options(log_workers),
+            )  # fmt: skip
+    except BaseException:  # a signal while Ray started included: stop what did start
         with contextlib.suppress(Exception):
             ray.shutdown()
         _restore_env(home)
         _restore_env(saved)
+        _stop_watchdog(watchdog)
         shutil.rmtree(private, ignore_errors=True)
         raise
     _restore_env(home)
-    session = RaySession(ray, owned=True, private_dir=private, saved_env=saved)
+    session = RaySession(ray, owned=True, private_dir=private, saved_env=saved, watchdog=watchdog)
     node_ip = ray.util.get_node_ip_address()
     if node_ip != LOOPBACK:  # ray was imported before this module set the switch
         session.close()
@@ -201,6 +230,94 @@ def _start_embedded(
             "before ray, or set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0"
         )
     return session
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Create ``path`` with mode 0600 whatever the umask, holding ``text``."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with open(fd, "w") as f:
+        os.fchmod(fd, 0o600)  # the umask can only take bits away; this is exact
+        f.write(text)
+
+
+@contextlib.contextmanager
+def _umask(mask: int) -> Iterator[None]:
+    """The process's umask while the block runs: the session folders and logs the driver
+    creates inside ``ray.init`` are then private too (nothing else writes meanwhile)."""
+    saved = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(saved)
+
+
+def _start_watchdog(private: Path) -> subprocess.Popen[bytes] | None:
+    """The watchdog of :mod:`fervid.engine.ray_watchdog`, in a session of its own (a
+    signal to the driver's group leaves it alone); its stdin is the pipe whose end of
+    file tells it the driver is gone. None where it cannot start (the run goes on)."""
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-I", "-S", ray_watchdog.__file__, str(private)],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
+    except OSError:
+        return None
+
+
+def _stop_watchdog(watchdog: subprocess.Popen[bytes] | None) -> None:
+    """Close the watchdog's pipe and give it a moment to sweep and remove the folder."""
+    if watchdog is None:
+        return
+    with contextlib.suppress(OSError):
+        assert watchdog.stdin is not None
+        watchdog.stdin.close()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        watchdog.wait(_WATCHDOG_WAIT_S)
+
+
+@contextlib.contextmanager
+def _ray_leaves_signals_alone(ray: Any) -> Iterator[None]:
+    """While ``ray.init`` runs: Ray's Python SIGTERM handlers are not installed, and the
+    driver's C++ core installs no failure handler (see the module docstring)."""
+    import ray._private.ray_constants as constants
+    import ray._private.utils as utils
+
+    set_handler = utils.set_sigterm_handler
+    utils.set_sigterm_handler = lambda handler: None
+    # Read by the core worker when it starts; the stack dump on SIGTERM came from here.
+    constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER = True
+    try:
+        yield
+    finally:
+        utils.set_sigterm_handler = set_handler
+
+
+@contextlib.contextmanager
+def _daemons_apart(ray: Any, private: Path) -> Iterator[None]:
+    """Every process Ray starts from the driver while the block runs gets a session of
+    its own and umask 077, and its pid is appended to the watchdog's daemons file."""
+    import ray._private.services as services
+
+    base = services.ConsolePopen
+    record = private / ray_watchdog.DAEMONS_FILE
+
+    class ApartPopen(base):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs["start_new_session"] = True
+            kwargs["umask"] = 0o077
+            super().__init__(*args, **kwargs)
+            fd = os.open(record, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                os.write(fd, f"{self.pid}\n".encode())
+            finally:
+                os.close(fd)
+
+    services.ConsolePopen = ApartPopen
+    try:
+        yield
+    finally:
+        services.ConsolePopen = base
 
 
 def check_address(address: str) -> None:
@@ -227,7 +344,8 @@ def _attach(ray: Any, address: str, *, log_workers: bool) -> RaySession:
     # is token); guessing from a token file on disk breaks clusters that have none.
     saved = _set_env({"RAY_USAGE_STATS_ENABLED": "0"})
     try:
-        with _stderr_to_file():  # Ray's C++ log lines stay out of the terminal
+        # Ray's C++ log lines stay out of the terminal; signals as for an embedded Ray
+        with held(), _ray_leaves_signals_alone(ray), _stderr_to_file():
             ray.init(
                 address=address,
                 _node_ip_address=_driver_ip(host, port), **_log_options(log_workers),

@@ -19,6 +19,7 @@ that imports Ray). ``--executor auto`` picks local for a small job
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -34,7 +35,7 @@ import numpy as np
 
 from fervid import __version__
 from fervid.engine.chunk_store import ChunkStore
-from fervid.engine.interrupt import Terminated, received, sigterm_as_interrupt
+from fervid.engine.interrupt import Terminated, received, sigterm_as_interrupt, swallowed
 from fervid.engine.model_ref import ModelRef, load_verified
 from fervid.engine.stages import (
     MIN_SPLIT_SECONDS,
@@ -555,14 +556,16 @@ def run(
         summary.partial = _kept_chunks(jobs.values())
     finally:
         # Finalize the output before stopping the executor: whatever happens while Ray
-        # shuts down, what was classified is on disk in its final form.
-        try:
-            summary.replaced = list(store.replaced)
-            summary.outputs = store.finalize()
-            summary.warnings += store.warnings
-        finally:
-            if executor is not None:
-                executor.close()
+        # shuts down, what was classified is on disk in its final form. Once stopped by
+        # a signal, more Ctrl-C / SIGTERM do not cut this short.
+        with swallowed() if summary.interrupted else contextlib.nullcontext():
+            try:
+                summary.replaced = list(store.replaced)
+                summary.outputs = store.finalize()
+                summary.warnings += store.warnings
+            finally:
+                if executor is not None:
+                    executor.close()
         summary.wall_s = time.perf_counter() - t0
     if lost is not None:
         lost.summary = summary
