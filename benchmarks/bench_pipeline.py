@@ -169,6 +169,14 @@ def fervid_process(clip: Path, a: argparse.Namespace) -> dict[str, Any]:
         t0 = time.perf_counter()
         proc = psutil.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         monitor = TreeMonitor(proc.pid, interval_s=a.sample_s)
+        reports: list[float] = []
+        while proc.poll() is None:  # a long row says how it goes (its output is small)
+            time.sleep(0.5)
+            if a.report_every and time.perf_counter() - t0 >= a.report_every * (1 + len(reports)):
+                reports.append(time.perf_counter() - t0)
+                u = monitor.usage
+                print(f"    ... {reports[-1]:.0f} s: peak RSS so far {u.peak_rss_total / 2**30:.2f}"
+                      f" GiB (PSS {u.peak_pss_total / 2**30:.2f}), load {load()}", flush=True)  # fmt: skip
         stdout, stderr = proc.communicate()
         wall = time.perf_counter() - t0
         rc, usage = wait_sampling(proc, monitor)
@@ -339,6 +347,8 @@ def main() -> None:
         action="store_false",
         help="skip measuring detect/classify CPU per frame/face (the overhead)",
     )
+    ap.add_argument("--report-every", type=float, default=0.0,
+                    help="print the peak RSS so far every this many seconds of a run")  # fmt: skip
     ap.add_argument(
         "--fervid-root",
         type=Path,
