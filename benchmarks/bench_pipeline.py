@@ -161,7 +161,7 @@ def fervid_process(clip: Path, a: argparse.Namespace) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": str(a.fervid_root or ROOT)}
     with tempfile.TemporaryDirectory(prefix="fervid-bench-") as tmp:
         cmd = [sys.executable, "-m", "fervid", "process", str(clip), "--out",
-               f"{tmp}/out.parquet", "--overwrite", "--fps", str(a.fps), "--quiet",
+               f"{tmp}/out.parquet", "--overwrite", "--fps", str(a.fps), *([] if a.progress else ["--quiet"]),
                "--json", "--executor", a.executor, "--device", a.device,
                *(["--workers", str(a.workers)] if a.workers else [])]  # fmt: skip
         load0 = load()
@@ -347,6 +347,8 @@ def main() -> None:
         action="store_false",
         help="skip measuring detect/classify CPU per frame/face (the overhead)",
     )
+    ap.add_argument("--progress", action="store_true",
+                    help="run with the progress bar (not --quiet), to measure its cost")  # fmt: skip
     ap.add_argument("--report-every", type=float, default=0.0,
                     help="print the peak RSS so far every this many seconds of a run")  # fmt: skip
     ap.add_argument(
