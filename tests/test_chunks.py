@@ -74,8 +74,10 @@ def test_plan_chunks(
     [
         (300.0, 120.0, 1, 60.0),  # a 2-minute clip: two chunks even in-process (progress)
         (300.0, 120.0, 2, 60.0),
-        (300.0, 600.0, 2, 300.0),  # already one chunk per worker
-        (300.0, 600.0, 4, 150.0),
+        (300.0, 180.0, 2, 90.0),  # 3 minutes: two, not three (one worker would idle)
+        (300.0, 240.0, 2, 60.0),  # two each
+        (300.0, 600.0, 2, 100.0),  # three chunks per worker: the classifier's tail is short
+        (300.0, 600.0, 4, 75.0),  # two each: three would be under a minute
         (300.0, 600.0, 16, 60.0),  # never shorter than MIN_SPLIT_SECONDS
         (300.0, 7200.0, 2, 300.0),
         (2.0, 19.7, 2, 2.0),  # --chunk-seconds shorter than that is kept

@@ -468,6 +468,41 @@ def test_choose_executor(
     assert engine.choose_executor(settings, seconds) is expected
 
 
+def test_ray_starts_while_the_other_videos_are_probed(
+    inputs: Path, tmp_path: Path, model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once the executor is sure to be Ray (here --executor ray), it starts while the
+    remaining videos are probed and planned: the second probe waits for the executor's
+    start, which, were they one after the other, would come only after it."""
+    import threading
+
+    from fervid.extract import decode
+
+    started = threading.Event()
+    probed: list[tuple[str, bool]] = []  # (file name, executor already starting)
+    real_probe = decode.probe
+
+    def probe(path: Path, **kw: object) -> VideoInfo:
+        if probed:  # not the first video: wait (bounded) for the executor to start
+            started.wait(timeout=10)
+        probed.append((Path(path).name, started.is_set()))
+        return real_probe(path, **kw)
+
+    def factory(settings: RunSettings, ref: ModelRef, hooks: object) -> LocalExecutor:
+        started.set()
+        return LocalExecutor(settings, ref)
+
+    monkeypatch.setattr(decode, "probe", probe)
+    monkeypatch.setattr(engine, "default_executor_factory", lambda settings, seconds: factory)
+    settings = settings_for([inputs], tmp_path / "o.parquet", model, executor=ExecutorKind.RAY)
+    summary = engine.run(settings)
+    assert (summary.ok, summary.failed) == (2, [])
+    assert probed == [("a.mp4", False), ("b.mov", True)]
+    whole = settings_for([inputs], tmp_path / "l.parquet", model)
+    engine.run(whole, executor_factory=local)
+    _assert_same_frames(read_table(whole.out, FRAMES), read_table(settings.out, FRAMES))
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [

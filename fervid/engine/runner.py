@@ -496,35 +496,60 @@ def run(
             )
             summary.todo = len(todo)
             tasks: list[ChunkTask] = []
-            for v in todo:  # probe in the driver: the plan and the progress total up front
-                tp = time.perf_counter()
-                try:
-                    info = probe(v.path)
-                except Exception as e:
-                    writes.append(functools.partial(write_failed, v, error_message(e)))
-                    continue
-                length = chunk_length(settings.chunk_seconds, info.duration_s, workers)
-                plan = plan_chunks(info, length)
-                job = jobs[v.video_id] = _VideoJob(
-                    video=v, info=info, count=len(plan), chunk_s=length,
-                    probe_s=time.perf_counter() - tp,
-                )  # fmt: skip
-                if job.count > 1:  # chunks an interrupted run finished
-                    job.parts.update(chunks.load(v, info, job.count, length))
-                    summary.chunks_resumed += len(job.parts)
-                tasks.extend(
-                    ChunkTask(video=v, info=info, index=k, count=job.count, start_s=a, end_s=b)
-                    for k, (a, b) in enumerate(plan)
-                    if k not in job.parts
-                )
-            seconds = sum(t.seconds for t in tasks)
-            hooks.start(len(todo), summary.skipped, seconds)
-            if tasks:
+
+            def plan_videos(videos: list[VideoInput]) -> list[ChunkTask]:
+                """Probe in the driver: the plan and the progress total up front."""
+                planned: list[ChunkTask] = []
+                for v in videos:
+                    tp = time.perf_counter()
+                    try:
+                        info = probe(v.path)
+                    except Exception as e:
+                        writes.append(functools.partial(write_failed, v, error_message(e)))
+                        continue
+                    length = chunk_length(settings.chunk_seconds, info.duration_s, workers)
+                    plan = plan_chunks(info, length)
+                    job = jobs[v.video_id] = _VideoJob(
+                        video=v, info=info, count=len(plan), chunk_s=length,
+                        probe_s=time.perf_counter() - tp,
+                    )  # fmt: skip
+                    if job.count > 1:  # chunks an interrupted run finished
+                        job.parts.update(chunks.load(v, info, job.count, length))
+                        summary.chunks_resumed += len(job.parts)
+                    planned.extend(
+                        ChunkTask(video=v, info=info, index=k, count=job.count, start_s=a, end_s=b)
+                        for k, (a, b) in enumerate(plan)
+                        if k not in job.parts
+                    )
+                return planned
+
+            def start_executor(seconds: float) -> Executor:
                 factory = executor_factory or default_executor_factory(settings, seconds)
                 ts = time.perf_counter()
-                executor = factory(settings, model, hooks)
+                started = factory(settings, model, hooks)
                 summary.executor_start_s = time.perf_counter() - ts
-                summary.executor = getattr(executor, "name", type(executor).__name__)
+                summary.executor = getattr(started, "name", type(started).__name__)
+                return started
+
+            for i, v in enumerate(todo):
+                tasks += plan_videos([v])
+                seconds = sum(t.seconds for t in tasks)
+                if tasks and _ray_is_decided(settings, executor_factory, seconds):
+                    # Ray starts (its processes, workers and the classifier actor) while
+                    # the other videos are probed and planned on a thread
+                    rest = _InBackground(functools.partial(plan_videos, todo[i + 1 :]), name="plan")
+                    try:
+                        executor = start_executor(seconds)
+                    except BaseException:
+                        with contextlib.suppress(BaseException):
+                            rest.result()  # the thread writes into jobs: let it finish
+                        raise
+                    tasks += rest.result()
+                    break
+            seconds = sum(t.seconds for t in tasks)
+            hooks.start(len(todo), summary.skipped, seconds)
+            if tasks and executor is None:
+                executor = start_executor(seconds)
             for write in writes:
                 write()
             for job in list(jobs.values()):
@@ -745,6 +770,12 @@ def choose_executor(settings: RunSettings, seconds: float) -> ExecutorKind:
     if seconds <= AUTO_LOCAL_MAX_SECONDS or settings.workers == 1:
         return ExecutorKind.LOCAL
     return ExecutorKind.RAY
+
+
+def _ray_is_decided(settings: RunSettings, factory: ExecutorFactory | None, seconds: float) -> bool:
+    """Whether the default executor is Ray whatever the videos not yet planned hold
+    (more video only ever chooses Ray), so it can start before they are probed."""
+    return factory is None and choose_executor(settings, seconds) is ExecutorKind.RAY
 
 
 def default_executor_factory(settings: RunSettings, seconds: float) -> ExecutorFactory:

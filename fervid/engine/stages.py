@@ -203,15 +203,26 @@ def finish_video(
 #: Shortest chunk :func:`chunk_length` cuts a video into to spread it over the workers
 #: and to move the progress bar (each chunk re-opens the video and seeks by keyframe).
 MIN_SPLIT_SECONDS = 60.0
+#: Chunks per worker :func:`chunk_length` aims for. The classifier gets a chunk's crops
+#: only when its extraction ends, so the chunks the workers finish last are classified
+#: while the workers idle: with one chunk per worker that tail was all of a 10-minute
+#: clip's classification (1,200 faces, ~6 CPU s, docs/performance.md); with three it is
+#: a third, and the rest overlaps extraction.
+CHUNKS_PER_WORKER = 3
 
 
 def chunk_length(chunk_seconds: float, duration_s: float, workers: int) -> float:
     """The chunk length a video of ``duration_s`` is planned with: ``chunk_seconds``
-    (``--chunk-seconds``; 0: never split), shortened so that the video gives every one of
-    ``workers`` (at least 2) a chunk, but never below :data:`MIN_SPLIT_SECONDS`. So a
-    2-minute recording runs as two chunks (two progress steps, two workers) and a
-    2-hour one as chunks of ``chunk_seconds``. Results are identical for any length."""
+    (``--chunk-seconds``; 0: never split), shortened so that the video gives each of
+    ``workers`` (at least 2) the same number of chunks, up to :data:`CHUNKS_PER_WORKER`,
+    never shorter than :data:`MIN_SPLIT_SECONDS` (one chunk each when even that is too
+    short). So a 2- or 3-minute recording runs as two chunks, a 10-minute one on two
+    workers as six of 100 s, and a 2-hour one as chunks of ``chunk_seconds``. Results
+    are identical for any length."""
     if chunk_seconds == 0 or not (math.isfinite(duration_s) and duration_s > 0):
         return chunk_seconds
-    spread = max(MIN_SPLIT_SECONDS, duration_s / max(2, workers))
-    return min(chunk_seconds, spread)
+    w = max(2, workers)
+    per_worker = min(CHUNKS_PER_WORKER, math.floor(duration_s / (w * MIN_SPLIT_SECONDS)))
+    if per_worker < 1:  # too short for one chunk per worker: as many as fit
+        return min(chunk_seconds, max(MIN_SPLIT_SECONDS, duration_s / w))
+    return min(chunk_seconds, duration_s / (w * per_worker))
