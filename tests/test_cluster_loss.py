@@ -12,11 +12,11 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -41,11 +41,9 @@ def _raylet(groups: list[int]) -> psutil.Process:
 
 @pytest.mark.slow
 def test_losing_the_raylet_is_one_line_exit_5_within_seconds_and_a_rerun_resumes(
-    tmp_path: Path, sample_dir: Path
+    tmp_path: Path, copy_sample: Callable[[str, str], Path]
 ) -> None:
-    inputs = tmp_path / "in"
-    inputs.mkdir()
-    shutil.copyfile(sample_dir / LONG, inputs / "a_long.mp4")
+    inputs = copy_sample(LONG, "in/a_long.mp4").parent
     model = make_debug_model(tmp_path / "m.safetensors")
     out = tmp_path / "r.parquet"
     args = ["process", str(inputs), "--out", str(out), "--model", str(model),

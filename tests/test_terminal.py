@@ -13,11 +13,11 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -48,11 +48,9 @@ def _kill_one_extraction_worker(proc: subprocess.Popen, deadline: float) -> int:
 
 @pytest.mark.slow
 def test_a_ray_worker_killed_mid_run_leaves_stdout_one_json_document(
-    tmp_path: Path, sample_dir: Path
+    tmp_path: Path, copy_sample: Callable[[str, str], Path]
 ) -> None:
-    inputs = tmp_path / "in"
-    inputs.mkdir()
-    shutil.copyfile(sample_dir / LONG, inputs / "a.mp4")
+    inputs = copy_sample(LONG, "in/a.mp4").parent
     model = make_debug_model(tmp_path / "m.safetensors")
     log = tmp_path / "logs" / "run.log"
     log.parent.mkdir()
