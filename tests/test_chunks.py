@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -396,12 +397,49 @@ def test_chunked_extraction_equals_unchunked(
     _assert_same_faces(merge_video_faces(parts), whole)
 
     outcomes = list(LocalExecutor(settings, debug_model).run(_tasks(video, 5.0, info)))
+    outcomes.sort(key=lambda o: o.task.index)  # completion order: chunks run in parallel
     assert [type(o).__name__ for o in outcomes] == ["ChunkDone"] * 4
     assert [o.task.index for o in outcomes] == [0, 1, 2, 3]
     merged = merge_video_faces([o.faces for o in outcomes])
     _assert_same_faces(merged, whole, crops=False)
     assert merged.crops.shape == (whole.n_faces, 0)  # classified: the pixels are gone
     assert sum(len(o.probs) for o in outcomes) == whole.n_faces
+
+
+def test_local_executor_extracts_chunks_on_parallel_threads_with_identical_results(
+    sample_dir: Path, tmp_path: Path, debug_model: ModelRef, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import cv2
+
+    video = _video(sample_dir / WOLF)
+    info = probe(video.path)
+    tasks = _tasks(video, 5.0, info)
+    one = list(LocalExecutor(_settings(tmp_path, 5.0, workers=1), debug_model).run(tasks))
+
+    # Two chunks must be inside extraction at the same moment: the barrier breaks (and
+    # its chunk fails) when the threads take them one after another.
+    both = threading.Barrier(2, timeout=30)
+    real = engine.extract_video
+
+    def meeting(*args: Any, **kwargs: Any) -> VideoFaces:
+        if kwargs["start_s"] < 10.0:  # the first two chunks
+            both.wait()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "extract_video", meeting)
+    opencv_threads = cv2.getNumThreads()
+    executor = LocalExecutor(_settings(tmp_path, 5.0, workers=2), debug_model)
+    try:
+        two = list(executor.run(tasks))
+        assert cv2.getNumThreads() == 1  # the parallelism is across chunks
+    finally:
+        executor.close()
+    assert cv2.getNumThreads() == opencv_threads  # given back to the process
+    assert [type(o).__name__ for o in two] == ["ChunkDone"] * len(tasks)
+    by_index = {o.task.index: o for o in two}
+    for o in one:
+        _assert_same_faces(by_index[o.task.index].faces, o.faces, crops=False)
+        np.testing.assert_array_equal(by_index[o.task.index].probs, o.probs)
 
 
 def test_bad_chunk_seconds_fails_the_run_not_each_video(tmp_path: Path) -> None:

@@ -375,7 +375,8 @@ def test_interrupt_stops_the_run_and_leaves_the_output_usable(
         return real(video, *args, **kwargs)
 
     monkeypatch.setattr(engine, "extract_video", interrupted)
-    settings = settings_for([inputs], tmp_path / "r.parquet", model)
+    # one chunk at a time, so a.mp4 is finished before b.mov is started
+    settings = settings_for([inputs], tmp_path / "r.parquet", model, workers=1)
     with pytest.raises(RunInterrupted) as stopped:  # Ctrl-C is not a failed video
         run(settings, executor_factory=local)
     assert stopped.value.summary.ok == 1  # a.mp4 was written before b.mov stopped the run

@@ -321,7 +321,9 @@ def test_check_schema_refuses_mismatches() -> None:
         pa.field("frame_index", pa.int32(), nullable=False),
         good.column("frame_index").cast(pa.int32()),
     )  # fmt: skip
-    with pytest.raises(ValueError, match="'frame_index' is int32 not null, expected int64 not null"):
+    with pytest.raises(
+        ValueError, match="'frame_index' is int32 not null, expected int64 not null"
+    ):
         check_schema(retyped, schema, name="frames")
     # (face columns are nullable: --keep-empty-frames rows have no face)
     nulls = good.set_column(

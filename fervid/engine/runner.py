@@ -35,7 +35,13 @@ import numpy as np
 
 from fervid import __version__
 from fervid.engine.chunk_store import ChunkStore
-from fervid.engine.interrupt import Terminated, received, sigterm_as_interrupt, swallowed
+from fervid.engine.interrupt import (
+    Terminated,
+    held,
+    received,
+    sigterm_as_interrupt,
+    swallowed,
+)
 from fervid.engine.model_ref import ModelRef, load_verified
 from fervid.engine.stages import (
     MIN_SPLIT_SECONDS,
@@ -126,7 +132,13 @@ class _InBackground:
 
 
 class LocalExecutor:
-    """Everything in this process, one chunk after another: small jobs, tests, debugging.
+    """Everything in this process: small jobs, tests, debugging.
+
+    Chunks are extracted on up to ``settings.workers`` (default: the cores) threads at
+    once, and each extracted chunk is classified in the calling thread while the others
+    go on: PyAV, OpenCV's DNN and torch release the GIL while they work, so a 3-minute
+    clip's two chunks use both cores of a 2-core machine without Ray's start-up
+    (docs/performance.md). One chunk (a short clip) is extracted with every core.
 
     The classifier is built from the run's verified model bytes (``model``), loaded on a
     background thread while the first chunk is extracted (importing torch and loading
@@ -148,9 +160,9 @@ class LocalExecutor:
                 lambda: load_verified(model.data, model.sha256, model.spec), name="model-load"
             )
         self._cancelled: set[str] = set()
-        from fervid.extract.decode import decoder_threads
-
-        self._decoder_threads = decoder_threads(1)  # one chunk at a time: every core
+        self._stop = threading.Event()  # set by close(): extraction threads end early
+        self._opencv_threads: int | None = None  # OpenCV's count before a parallel run
+        self._slots: tuple[threading.Semaphore, int] | None = None
 
     @property
     def classifier(self) -> Any:
@@ -169,34 +181,105 @@ class LocalExecutor:
         return self._classifier
 
     def run(self, tasks: list[ChunkTask]) -> Iterator[ChunkOutcome]:
-        for task in tasks:
+        import queue
+
+        from fervid.extract.decode import decoder_threads
+
+        parallel = max(1, min(self.settings.workers or os.cpu_count() or 1, len(tasks)))
+        threads = decoder_threads(parallel)  # one chunk at a time: every core
+        if parallel > 1 and self._opencv_threads is None:
+            from fervid.extract.detect import set_opencv_threads
+
+            # the parallelism is across chunks: OpenCV's own pool would oversubscribe
+            self._opencv_threads = set_opencv_threads(1)
+        pending = iter(tasks)
+        lock = threading.Lock()  # guards ``pending``
+        # Extracted chunks wait here for the classifier, at most ``parallel`` of them:
+        # crops do not pile up when the classifier is the slower side.
+        slots = threading.Semaphore(parallel)
+        self._slots = (slots, parallel)
+        # Progress, too, reaches the caller's hooks from this thread only.
+        events: queue.SimpleQueue[tuple[str, Any, Any]] = queue.SimpleQueue()
+
+        def extract_next() -> None:
+            while True:
+                slots.acquire()
+                with lock:
+                    task = next(pending, None)
+                    while task is not None and task.video.video_id in self._cancelled:
+                        task = next(pending, None)
+                if task is None or self._stop.is_set():
+                    events.put(("idle", None, None))
+                    return
+                try:
+                    faces = extract_video(
+                        task.video, self.settings, self.spec,
+                        start_s=task.start_s, end_s=task.end_s, info=task.info,
+                        progress=functools.partial(self._report, events, task),
+                        threads=threads,
+                    )  # fmt: skip
+                except _Stopped:
+                    return
+                except Exception as e:  # recorded per video, never fatal to the run
+                    events.put(("failed", task, e))
+                    continue
+                except BaseException as e:  # ends the run, raised in the caller's thread
+                    events.put(("raise", task, e))
+                    return
+                events.put(("done", task, faces))
+
+        for k in range(parallel):
+            threading.Thread(target=extract_next, name=f"extract-{k}", daemon=True).start()
+        running = parallel
+        while running:
+            kind, task, value = events.get()
+            if kind == "idle":
+                running -= 1
+                continue
+            if kind == "progress":
+                if self._progress is not None:
+                    self._progress(task, value)
+                continue
+            if kind == "raise":
+                raise value
+            slots.release()  # a chunk left the queue: its thread may extract the next
             if task.video.video_id in self._cancelled:
                 continue
-            try:
-                report = self._progress
-                faces = extract_video(
-                    task.video, self.settings, self.spec,
-                    start_s=task.start_s, end_s=task.end_s, info=task.info,
-                    progress=None if report is None else functools.partial(report, task),
-                    threads=self._decoder_threads,
-                )  # fmt: skip
-            except Exception as e:  # recorded per video, never fatal to the run
-                yield ChunkFailed(task=task, error=e)
+            if kind == "failed":
+                yield ChunkFailed(task=task, error=value)
                 continue
             # outside the per-video handling: a model that will not load ends the run
             classifier = self.classifier
             try:
-                probs = classifier(faces.crops)  # (n, C)
+                probs = classifier(value.crops)  # (n, C)
             except Exception as e:
                 yield ChunkFailed(task=task, error=e)
                 continue
-            yield ChunkDone(task=task, faces=without_crops(faces), probs=probs)
+            yield ChunkDone(task=task, faces=without_crops(value), probs=probs)
+
+    def _report(self, events: Any, task: ChunkTask, seconds: float) -> None:
+        if self._stop.is_set():
+            raise _Stopped
+        events.put(("progress", task, seconds))
 
     def cancel_video(self, video_id: str) -> None:
         self._cancelled.add(video_id)
 
     def close(self) -> None:
-        pass
+        self._stop.set()
+        if self._slots is not None:  # wake the threads waiting for a slot: they end
+            slots, parallel = self._slots
+            for _ in range(parallel):
+                slots.release()
+        if self._opencv_threads is not None:
+            from fervid.extract.detect import set_opencv_threads
+
+            set_opencv_threads(self._opencv_threads)
+            self._opencv_threads = None
+
+
+class _Stopped(Exception):
+    """Raised in an extraction thread once the executor is closed: its chunk is dropped."""
 
 
 class ChunkProgress:
@@ -566,11 +649,15 @@ def run(
                         executor.cancel_video(job.video.video_id)
                         write_failed(job.video, error_message(outcome.error))
                         continue
-                    if len(job.parts) + 1 < job.count:  # a long video: each chunk on disk
-                        chunks.save(  # before it counts as kept
-                            outcome.faces, outcome.probs, outcome.task.index, job.count, job.chunk_s
-                        )
-                    job.parts[outcome.task.index] = (outcome.faces, outcome.probs)
+                    # A stop signal between the save and the count would leave a chunk on
+                    # disk that the interrupt line does not name: hold it until both are done.
+                    with held():
+                        if len(job.parts) + 1 < job.count:  # a long video: each chunk on disk
+                            chunks.save(  # before it counts as kept
+                                outcome.faces, outcome.probs, outcome.task.index, job.count,
+                                job.chunk_s,
+                            )  # fmt: skip
+                        job.parts[outcome.task.index] = (outcome.faces, outcome.probs)
                     if len(job.parts) == job.count:
                         write_done(job)
     except KeyboardInterrupt as e:
