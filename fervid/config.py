@@ -183,7 +183,7 @@ OPTIONS: tuple[Option, ...] = (
     # engine
     Option(key="executor", field="executor", kind="choice", enum=s.ExecutorKind,
            panel=PANEL_ENGINE,
-           help="auto (in-process up to 2 minutes of video, Ray above), local or ray."),
+           help="auto (in-process up to 30 minutes of video, Ray above), local or ray."),
     Option(key="workers", field="workers", kind="int", panel=PANEL_ENGINE,
            default_text="all cores", help="Parallel video workers."),
     Option(key="gpus", field="gpus", kind="int", panel=PANEL_ENGINE,

@@ -73,13 +73,14 @@ def test_plan_chunks(
 @pytest.mark.parametrize(
     ("chunk_seconds", "duration_s", "workers", "expected"),
     [
-        (300.0, 120.0, 1, 60.0),  # a 2-minute clip: two chunks even in-process (progress)
-        (300.0, 120.0, 2, 60.0),
-        (300.0, 180.0, 2, 90.0),  # 3 minutes: two, not three (one worker would idle)
-        (300.0, 240.0, 2, 60.0),  # two each
+        (300.0, 60.0, 2, 30.0),  # a minute: one chunk for each of two cores
+        (300.0, 120.0, 1, 30.0),  # 2 minutes: two chunks each, even with one worker
+        (300.0, 120.0, 2, 30.0),
+        (300.0, 150.0, 2, 37.5),  # two each, not five (one worker would idle)
+        (300.0, 180.0, 2, 30.0),  # 3 minutes: three chunks per worker
         (300.0, 600.0, 2, 100.0),  # three chunks per worker: the classifier's tail is short
-        (300.0, 600.0, 4, 75.0),  # two each: three would be under a minute
-        (300.0, 600.0, 16, 60.0),  # never shorter than MIN_SPLIT_SECONDS
+        (300.0, 600.0, 16, 37.5),  # one each: three would be under MIN_SPLIT_SECONDS
+        (300.0, 400.0, 16, 30.0),  # never shorter than MIN_SPLIT_SECONDS
         (300.0, 7200.0, 2, 300.0),
         (2.0, 19.7, 2, 2.0),  # --chunk-seconds shorter than that is kept
         (0.0, 7200.0, 2, 0.0),  # 0: never split

@@ -454,8 +454,9 @@ def test_the_model_travels_as_bytes_checked_against_the_recorded_hash(model: Pat
     [
         (ExecutorKind.AUTO, 19.7, {}, ExecutorKind.LOCAL),  # one short clip: no cluster
         (ExecutorKind.AUTO, engine.AUTO_LOCAL_MAX_SECONDS, {}, ExecutorKind.LOCAL),
-        (ExecutorKind.AUTO, 600.0, {}, ExecutorKind.RAY),
-        (ExecutorKind.AUTO, 600.0, {"workers": 1}, ExecutorKind.LOCAL),
+        (ExecutorKind.AUTO, 600.0, {}, ExecutorKind.LOCAL),  # 10 minutes: threads beat Ray
+        (ExecutorKind.AUTO, 7200.0, {}, ExecutorKind.RAY),  # a night's batch
+        (ExecutorKind.AUTO, 7200.0, {"workers": 1}, ExecutorKind.LOCAL),
         (ExecutorKind.AUTO, 5.0, {"ray_address": "127.0.0.1:6379"}, ExecutorKind.RAY),
         (ExecutorKind.AUTO, 5.0, {"gpus": 1}, ExecutorKind.RAY),
         (ExecutorKind.LOCAL, 9999.0, {}, ExecutorKind.LOCAL),

@@ -841,10 +841,13 @@ def _classifier_threads(settings: RunSettings) -> int:
     return 1
 
 
-#: ``--executor auto`` runs a job of at most this many seconds of video in-process:
-#: starting Ray costs ~10 s on a 2-core machine (processes, workers, the classifier
-#: actor loading torch), about what one worker needs for 2 minutes of video at 2 fps.
-AUTO_LOCAL_MAX_SECONDS = 120.0
+#: ``--executor auto`` runs a job of at most this many seconds of video in-process.
+#: Measured on 2 cores (docs/performance.md): the in-process executor, a thread per
+#: core, was faster than Ray at every length up to here (3 min 12.5 s against 19.5 s,
+#: 10 min 30.5 s against 34.0 s, 30 min 68.6 s against 83.1 s; half Ray's memory).
+#: Above it Ray: a night's batch gets process isolation (a decoder that crashes takes
+#: one worker down, not the run) and the same code scales to a cluster.
+AUTO_LOCAL_MAX_SECONDS = 1800.0
 
 
 def choose_executor(settings: RunSettings, seconds: float) -> ExecutorKind:
