@@ -201,8 +201,8 @@ def finish_video(
 
 
 #: Shortest chunk :func:`chunk_length` cuts a video into to spread it over the workers
-#: and to move the progress bar (each chunk re-opens the video and seeks by keyframe,
-#: ~10 ms). 30 s, not 60: a 3-minute clip as six chunks instead of two ran in 10.0 s
+#: and to move the progress bar (each chunk re-opens the video and seeks by keyframe
+#: through the index). 30 s, not 60: a 3-minute clip as six chunks instead of two ran in 10.0 s
 #: instead of 13.2 s in-process on 2 cores (the last chunk's classification and the
 #: threads' uneven finish are the tail; docs/performance.md), a 10-minute one the same.
 MIN_SPLIT_SECONDS = 30.0
