@@ -163,6 +163,7 @@ class LocalExecutor:
         self._stop = threading.Event()  # set by close(): extraction threads end early
         self._opencv_threads: int | None = None  # OpenCV's count before a parallel run
         self._slots: tuple[threading.Semaphore, int] | None = None
+        self._threads: list[threading.Thread] = []
 
     @property
     def classifier(self) -> Any:
@@ -229,7 +230,9 @@ class LocalExecutor:
                 events.put(("done", task, faces))
 
         for k in range(parallel):
-            threading.Thread(target=extract_next, name=f"extract-{k}", daemon=True).start()
+            t = threading.Thread(target=extract_next, name=f"extract-{k}", daemon=True)
+            t.start()
+            self._threads.append(t)
         running = parallel
         while running:
             kind, task, value = events.get()
@@ -271,6 +274,12 @@ class LocalExecutor:
             slots, parallel = self._slots
             for _ in range(parallel):
                 slots.release()
+        # A stopped thread ends at its chunk's next progress report (every 5 s of video):
+        # wait for that, bounded, so no decoder is still running when the process exits.
+        deadline = time.monotonic() + 5.0
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        self._threads = []
         if self._opencv_threads is not None:
             from fervid.extract.detect import set_opencv_threads
 
