@@ -137,7 +137,7 @@ class LocalExecutor:
     Chunks are extracted on up to ``settings.workers`` (default: the cores) threads at
     once, and each extracted chunk is classified in the calling thread while the others
     go on: PyAV, OpenCV's DNN and torch release the GIL while they work, so a 3-minute
-    clip's two chunks use both cores of a 2-core machine without Ray's start-up
+    clip's six chunks keep both cores of a 2-core machine busy without Ray's start-up
     (docs/performance.md). One chunk (a short clip) is extracted with every core.
 
     The classifier is built from the run's verified model bytes (``model``), loaded on a
@@ -162,7 +162,7 @@ class LocalExecutor:
         self._cancelled: set[str] = set()
         self._stop = threading.Event()  # set by close(): extraction threads end early
         self._opencv_threads: int | None = None  # OpenCV's count before a parallel run
-        self._slots: tuple[threading.Semaphore, int] | None = None
+        self._slots: threading.Semaphore | None = None  # one per extracted chunk waiting
         self._threads: list[threading.Thread] = []
 
     @property
@@ -187,7 +187,7 @@ class LocalExecutor:
         from fervid.extract.decode import decoder_threads
 
         parallel = max(1, min(self.settings.workers or os.cpu_count() or 1, len(tasks)))
-        threads = decoder_threads(parallel)  # one chunk at a time: every core
+        threads = decoder_threads(parallel)  # the cores shared out between the chunks
         if parallel > 1 and self._opencv_threads is None:
             from fervid.extract.detect import set_opencv_threads
 
@@ -197,8 +197,7 @@ class LocalExecutor:
         lock = threading.Lock()  # guards ``pending``
         # Extracted chunks wait here for the classifier, at most ``parallel`` of them:
         # crops do not pile up when the classifier is the slower side.
-        slots = threading.Semaphore(parallel)
-        self._slots = (slots, parallel)
+        slots = self._slots = threading.Semaphore(parallel)
         # Progress, too, reaches the caller's hooks from this thread only.
         events: queue.SimpleQueue[tuple[str, Any, Any]] = queue.SimpleQueue()
 
@@ -270,10 +269,9 @@ class LocalExecutor:
 
     def close(self) -> None:
         self._stop.set()
-        if self._slots is not None:  # wake the threads waiting for a slot: they end
-            slots, parallel = self._slots
-            for _ in range(parallel):
-                slots.release()
+        if self._threads:  # wake the threads waiting for a slot: they end
+            assert self._slots is not None
+            self._slots.release(len(self._threads))
         # A stopped thread ends at its chunk's next progress report (every 5 s of video):
         # wait for that, bounded, so no decoder is still running when the process exits.
         deadline = time.monotonic() + 5.0

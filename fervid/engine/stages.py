@@ -202,9 +202,10 @@ def finish_video(
 
 #: Shortest chunk :func:`chunk_length` cuts a video into to spread it over the workers
 #: and to move the progress bar (each chunk re-opens the video and seeks by keyframe
-#: through the index). 30 s, not 60: a 3-minute clip as six chunks instead of two ran in 10.0 s
-#: instead of 13.2 s in-process on 2 cores (the last chunk's classification and the
-#: threads' uneven finish are the tail; docs/performance.md), a 10-minute one the same.
+#: through the index). 30 s, not 60: a 3-minute clip as six chunks instead of two ran
+#: in 10.0 s instead of 13.2 s in-process on 2 cores (the last chunk's classification
+#: and the threads' uneven finish are the tail; docs/performance.md), a 10-minute one
+#: the same.
 MIN_SPLIT_SECONDS = 30.0
 #: Chunks per worker :func:`chunk_length` aims for. The classifier gets a chunk's crops
 #: only when its extraction ends, so the chunks the workers finish last are classified
@@ -221,8 +222,7 @@ def chunk_length(chunk_seconds: float, duration_s: float, workers: int) -> float
     never shorter than :data:`MIN_SPLIT_SECONDS` (one chunk each when even that is too
     short). So on two workers a 2-minute recording runs as four chunks of 30 s, a
     3-minute one as six, a 10-minute one as six of 100 s, and a 2-hour one as chunks of
-    ``chunk_seconds``. Results
-    are identical for any length."""
+    ``chunk_seconds``. Results are identical for any length."""
     if chunk_seconds == 0 or not (math.isfinite(duration_s) and duration_s > 0):
         return chunk_seconds
     w = max(2, workers)
